@@ -1,0 +1,71 @@
+package graph
+
+import (
+	"github.com/oneprotect/telemetry/graph/generated"
+	"github.com/oneprotect/telemetry/graph/model"
+	"github.com/oneprotect/telemetry/internal/fleet"
+	"github.com/oneprotect/telemetry/internal/telemetry"
+)
+
+// Cost model. Every field costs 1 plus its children; a list costs its children times its
+// size, so nested lists multiply. Sums saturate at ComplexityLimit+1 and can never overflow
+// into an accepted value. A page size over fleet.MaxFirst is costed as MaxFirst here and
+// refused by the resolver with INVALID_REQUEST (CONTRACT §5); aliases, fragments and repeated
+// fields all count, because gqlgen costs the merged selection field by field.
+const (
+	ComplexityLimit = 25_000
+	// unpagedList is the assumed size of lists without `first` (sites, collectors).
+	unpagedList = 100
+	// heartbeatCost makes an 11th submitHeartbeat in one operation exceed the limit, while
+	// ten with their result fields stay under it.
+	heartbeatCost = 2_400
+)
+
+func saturate(n int64) int {
+	if n > ComplexityLimit+1 {
+		return ComplexityLimit + 1
+	}
+	return int(n)
+}
+
+func pageSize(first *int) int64 {
+	if first == nil {
+		return 50
+	}
+	switch n := int64(*first); {
+	case n < 1:
+		return 1
+	case n > fleet.MaxFirst:
+		return fleet.MaxFirst
+	default:
+		return n
+	}
+}
+
+func listCost(child int, size int64) int { return saturate(1 + int64(child)*size) }
+
+// Complexity returns the per-field costs.
+func Complexity() generated.ComplexityRoot {
+	var c generated.ComplexityRoot
+	c.Query.Assets = func(child int, first *int, _ *string, _ *model.AssetFilter) int {
+		return listCost(child, pageSize(first))
+	}
+	c.Query.AgentIdentities = func(child int, first *int, _ *string, _ *model.AgentIdentityFilter) int {
+		return listCost(child, pageSize(first))
+	}
+	c.Query.Events = func(child int, first *int, _ *string, _ *model.EventFilter) int {
+		return listCost(child, pageSize(first))
+	}
+	c.Query.EnrollmentTokens = func(child int, first *int, _ *string) int {
+		return listCost(child, pageSize(first))
+	}
+	c.Asset.Events = func(child int, first *int, _ *string) int {
+		return listCost(child, pageSize(first))
+	}
+	c.Query.Sites = func(child int) int { return listCost(child, unpagedList) }
+	c.Query.Collectors = func(child int, _ *string) int { return listCost(child, unpagedList) }
+	c.Mutation.SubmitHeartbeat = func(child int, _ string, _ telemetry.Heartbeat) int {
+		return saturate(heartbeatCost + int64(child))
+	}
+	return c
+}

@@ -1,0 +1,40 @@
+package graph
+
+import (
+	"context"
+
+	"github.com/99designs/gqlgen/graphql"
+
+	"github.com/oneprotect/telemetry/graph/generated"
+	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/domain"
+)
+
+// Directives are the first gate on every root field. The services check again (the REST
+// shim never passes here), so a field that forgot its directive still fails closed.
+func Directives() generated.DirectiveRoot {
+	return generated.DirectiveRoot{
+		Authenticated: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
+			if _, err := auth.Authenticated(ctx); err != nil {
+				return nil, err
+			}
+			return next(ctx)
+		},
+		HasRole: func(ctx context.Context, _ any, next graphql.Resolver, role domain.Role) (any, error) {
+			if _, err := auth.RequireRole(ctx, role); err != nil {
+				return nil, err
+			}
+			return next(ctx)
+		},
+		ServiceAccount: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
+			p, err := auth.Authenticated(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if p.Kind != domain.KindServiceAccount {
+				return nil, domain.ErrForbidden
+			}
+			return next(ctx)
+		},
+	}
+}

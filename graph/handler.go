@@ -1,0 +1,93 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/oneprotect/telemetry/graph/generated"
+	"github.com/oneprotect/telemetry/graph/loaders"
+	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/domain"
+)
+
+// Options configures the GraphQL server.
+type Options struct {
+	Introspection bool
+	MaxBody       int64
+	Authenticator *auth.Authenticator
+	OnlineSince   func() int64
+	Log           *slog.Logger
+}
+
+// parserTokenLimit bounds the lexer's work on one document (a 10,000-field query is
+// refused before it is parsed in full).
+const parserTokenLimit = 15_000
+
+// NewServer builds the gqlgen server: explicit transports, a parsed-query cache, the cost
+// limit, the token limit, and introspection only when enabled.
+func NewServer(r *Resolver, o Options) *handler.Server {
+	srv := handler.New(generated.NewExecutableSchema(generated.Config{
+		Resolvers: r, Directives: Directives(), Complexity: Complexity(),
+	}))
+	srv.AddTransport(transport.Websocket{
+		KeepAlivePingInterval: 15 * time.Second,
+		InitTimeout:           10 * time.Second,
+		PayloadReadLimit:      &o.MaxBody,
+		InitFunc:              websocketInit(r, o),
+	})
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.SetParserTokenLimit(parserTokenLimit)
+	srv.Use(extension.FixedComplexityLimit(ComplexityLimit))
+	if o.Introspection {
+		srv.Use(extension.Introspection{})
+	} else {
+		srv.SetDisableSuggestion(true)
+	}
+	srv.SetErrorPresenter(ErrorPresenter(o.Log))
+	srv.SetRecoverFunc(Recover(o.Log))
+	return srv
+}
+
+// websocketInit authenticates a subscription connection from connection_init's
+// {"Authorization": "Bearer ..."}; a missing or bad token closes the socket with 4403.
+func websocketInit(r *Resolver, o Options) transport.WebsocketInitFunc {
+	return func(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+		refuse := func(err error) (context.Context, *transport.InitPayload, error) {
+			ctx = transport.WithWebsocketCloseCode(ctx, 4403)
+			ctx = transport.AppendCloseReason(ctx, "Forbidden")
+			return ctx, nil, err
+		}
+		header := payload.Authorization()
+		if header == "" {
+			if v, ok := payload["authorization"].(string); ok {
+				header = v
+			}
+		}
+		token, ok := auth.ParseBearer(header)
+		if !ok {
+			return refuse(errors.New("a bearer token is required in connection_init"))
+		}
+		p, err := o.Authenticator.Authenticate(ctx, token)
+		if err != nil {
+			if domain.ErrorCode(err) == domain.CodeUnavailable {
+				return ctx, nil, err
+			}
+			return refuse(errors.New("invalid token"))
+		}
+		ctx = auth.WithPrincipal(ctx, p)
+		ctx = loaders.With(ctx, loaders.New(r.Fleet.Store, p.TenantID, o.OnlineSince))
+		return ctx, nil, nil
+	}
+}
+

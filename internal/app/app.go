@@ -1,0 +1,169 @@
+// Package app wires the service together: store, services, transports, background jobs.
+// server.go (the CLI) and the end-to-end tests build the same App.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/oneprotect/telemetry/graph"
+	"github.com/oneprotect/telemetry/graph/loaders"
+	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/cursor"
+	"github.com/oneprotect/telemetry/internal/enrollment"
+	"github.com/oneprotect/telemetry/internal/fleet"
+	"github.com/oneprotect/telemetry/internal/live"
+	"github.com/oneprotect/telemetry/internal/observe"
+	"github.com/oneprotect/telemetry/internal/playground"
+	"github.com/oneprotect/telemetry/internal/rest"
+	"github.com/oneprotect/telemetry/internal/store"
+	"github.com/oneprotect/telemetry/internal/telemetry"
+	"github.com/oneprotect/telemetry/internal/tenancy"
+)
+
+// Config is what `oneprotect serve` takes (CONTRACT §3).
+type Config struct {
+	DB                string
+	HeartbeatInterval time.Duration
+	OfflineAfter      time.Duration
+	StaleAfter        time.Duration
+	SweepInterval     time.Duration
+	Playground        bool
+	Introspection     bool
+	MaxBody           int64
+	Log               *slog.Logger
+	// Now is the clock; tests replace it. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Defaults returns the contract's defaults.
+func Defaults() Config {
+	return Config{DB: "oneprotect.db", HeartbeatInterval: 60 * time.Second, OfflineAfter: 180 * time.Second,
+		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
+		MaxBody: 1 << 20, Log: slog.Default()}
+}
+
+// App is the running service.
+type App struct {
+	Config     Config
+	Store      *store.Store
+	Auth       *auth.Authenticator
+	Tenancy    *tenancy.Service
+	Enrollment *enrollment.Service
+	Telemetry  *telemetry.Service
+	Fleet      *fleet.Service
+	Live       *live.Broker
+	Metrics    *observe.Metrics
+	Handler    http.Handler
+}
+
+// Open connects to the database, applies migrations and builds the services and handler.
+func Open(ctx context.Context, cfg Config) (*App, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	st, err := store.Open(ctx, cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	key, err := st.Secret(ctx, "cursor-key", randomHex)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a := &App{Config: cfg, Store: st, Metrics: observe.NewMetrics()}
+	a.Auth = &auth.Authenticator{Tokens: st, Now: cfg.Now}
+	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now}
+	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}
+	pgDSN := ""
+	if st.Dialect == store.Postgres {
+		pgDSN = cfg.DB
+	}
+	a.Live = live.NewBroker(pgDSN, cfg.Log)
+	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live}
+	a.Fleet = &fleet.Service{Store: st, Cursors: &cursor.Codec{Key: []byte(key)}, Now: cfg.Now, OfflineAfter: cfg.OfflineAfter}
+	a.Handler = a.routes()
+	return a, nil
+}
+
+func randomHex() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Run starts the background jobs (stale sweeper, cross-replica live updates) until ctx ends.
+func (a *App) Run(ctx context.Context) {
+	go a.Live.Run(ctx)
+	go a.Enrollment.RunSweeper(ctx, a.Config.SweepInterval, a.Config.StaleAfter, a.Config.Log)
+}
+
+// Close releases the database.
+func (a *App) Close() error { return a.Store.Close() }
+
+func (a *App) routes() http.Handler {
+	mux := http.NewServeMux()
+	wrap := func(route string, h http.Handler) http.Handler {
+		return a.Metrics.Middleware(route, a.Config.Log, a.Auth.Middleware(h))
+	}
+	onlineSince := a.Fleet.OnlineSince
+
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "text/plain")
+		if err := a.Store.Ping(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("database unavailable\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
+
+	(&rest.Handler{Enrollment: a.Enrollment, Telemetry: a.Telemetry, MaxBody: a.Config.MaxBody,
+		Log: a.Config.Log, Metrics: a.Metrics}).Register(mux, wrap)
+
+	gql := graph.NewServer(&graph.Resolver{Tenancy: a.Tenancy, Enrollment: a.Enrollment, Telemetry: a.Telemetry,
+		Fleet: a.Fleet, Live: a.Live}, graph.Options{Introspection: a.Config.Introspection, MaxBody: a.Config.MaxBody,
+		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log})
+	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, loaders.Middleware(a.Store, onlineSince, gql))))
+
+	if a.Config.Playground {
+		pg := playground.Handler("OneProtect Telemetry", "/playground", "/query")
+		mux.Handle("/playground", pg)
+		mux.Handle("/playground/", pg)
+	}
+	return mux
+}
+
+// limitBody caps request bodies at max bytes (--max-body applies to /query as to REST).
+func limitBody(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > max {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			_, _ = w.Write([]byte(`{"errors":[{"message":"the body exceeds --max-body","extensions":{"code":"PAYLOAD_TOO_LARGE"}}]}`))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
+		next.ServeHTTP(w, r)
+	})
+}

@@ -1,0 +1,76 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+)
+
+// TokenStore finds the principal of a live (unexpired, unrevoked) token by its hash.
+type TokenStore interface {
+	PrincipalByTokenHash(ctx context.Context, hash string, now time.Time) (*domain.Principal, string, error)
+}
+
+// Authenticator turns bearer tokens into principals.
+type Authenticator struct {
+	Tokens TokenStore
+	Now    func() time.Time
+}
+
+// Authenticate returns the principal of token, or ErrUnauthenticated for an unknown, expired
+// or revoked one. A database failure is returned as is (the caller answers 503, not 401).
+func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain.Principal, error) {
+	hash := HashToken(token)
+	p, stored, err := a.Tokens.PrincipalByTokenHash(ctx, hash, a.Now())
+	if err != nil {
+		var de *domain.Error
+		if errors.As(err, &de) {
+			return nil, err
+		}
+		return nil, domain.ErrUnauthenticated // not found
+	}
+	if !HashesEqual(stored, hash) {
+		return nil, domain.ErrUnauthenticated
+	}
+	return p, nil
+}
+
+type authErrKey struct{}
+
+// Middleware puts the principal of a valid `Authorization: Bearer` header into the request
+// context. It never rejects: an anonymous call reaches the handler, and the services refuse
+// what needs a principal (GraphQL introspection stays open). A header that was present but
+// invalid is remembered so that a database outage answers 503 rather than 401.
+// Tokens in the URL are never read.
+func (a *Authenticator) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		header := r.Header.Get("Authorization")
+		if header == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		token, ok := ParseBearer(header)
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		p, err := a.Authenticate(r.Context(), token)
+		ctx := r.Context()
+		if err == nil {
+			ctx = WithPrincipal(ctx, p)
+		} else if domain.ErrorCode(err) == domain.CodeUnavailable {
+			ctx = context.WithValue(ctx, authErrKey{}, err)
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// FailedAuthentication returns the error that kept a presented token from being checked
+// (the database was unavailable), if any.
+func FailedAuthentication(ctx context.Context) error {
+	err, _ := ctx.Value(authErrKey{}).(error)
+	return err
+}

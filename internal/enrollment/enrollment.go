@@ -1,0 +1,229 @@
+// Package enrollment runs the agent identity lifecycle (CONTRACT §1): enrollment tokens,
+// enrollment, revocation, reactivation and the stale sweeper.
+package enrollment
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/store"
+	"github.com/oneprotect/telemetry/internal/tenancy"
+)
+
+// Limits and defaults of enrollment tokens.
+const (
+	DefaultTTL     = 24 * time.Hour
+	MaxTTL         = 365 * 24 * time.Hour
+	DefaultMaxUses = 1
+	MaxMaxUses     = 1_000_000
+	maxFieldLength = 255
+)
+
+// Service is the identity lifecycle service.
+type Service struct {
+	Store   *store.Store
+	Tenancy *tenancy.Service
+	Now     func() time.Time
+	// HeartbeatInterval is advertised to enrolled agents.
+	HeartbeatInterval time.Duration
+}
+
+// NewToken is a freshly minted enrollment token; Secret is shown once.
+type NewToken struct {
+	Secret string
+	Token  *domain.EnrollmentToken
+}
+
+// CreateToken mints an enrollment token for a site (and optionally a collector on it) of the
+// caller's tenant (ADMIN).
+func (s *Service) CreateToken(ctx context.Context, siteID string, collectorID *string, ttlSeconds, maxUses *int) (*NewToken, error) {
+	p, err := auth.RequireRole(ctx, domain.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	ttl := DefaultTTL
+	if ttlSeconds != nil {
+		if *ttlSeconds < 1 || time.Duration(*ttlSeconds)*time.Second > MaxTTL {
+			return nil, domain.Invalid("ttlSeconds", "ttlSeconds must be between 1 and %d", int(MaxTTL.Seconds()))
+		}
+		ttl = time.Duration(*ttlSeconds) * time.Second
+	}
+	uses := DefaultMaxUses
+	if maxUses != nil {
+		if *maxUses < 1 || *maxUses > MaxMaxUses {
+			return nil, domain.Invalid("maxUses", "maxUses must be between 1 and %d", MaxMaxUses)
+		}
+		uses = *maxUses
+	}
+	if _, err := s.Tenancy.Site(ctx, p.TenantID, siteID); err != nil {
+		return nil, err
+	}
+	if collectorID != nil {
+		c, err := s.collector(ctx, p.TenantID, *collectorID)
+		if err != nil {
+			return nil, err
+		}
+		if c.SiteID != siteID {
+			return nil, domain.Invalid("collectorId", "the collector belongs to another site")
+		}
+	}
+	now := s.Now()
+	secret, hash := auth.NewToken(auth.PrefixEnrollment)
+	t := &domain.EnrollmentToken{ID: ids.New(), TenantID: p.TenantID, SiteID: siteID, CollectorID: collectorID,
+		Prefix: auth.DisplayPrefix(secret), MaxUses: uses, ExpiresAt: now.Add(ttl), CreatedBy: p.ID, CreatedAt: now}
+	if err := s.Store.CreateEnrollmentToken(ctx, t, hash); err != nil {
+		return nil, err
+	}
+	return &NewToken{Secret: secret, Token: t}, nil
+}
+
+func (s *Service) collector(ctx context.Context, tenantID, id string) (*domain.Collector, error) {
+	notFound := &domain.Error{Code: domain.CodeNotFound, Field: "collectorId", Message: "collector not found"}
+	if !ids.Valid(id) {
+		return nil, notFound
+	}
+	c, err := s.Store.Collector(ctx, tenantID, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, notFound
+	}
+	return c, err
+}
+
+// RevokeToken revokes one of the caller's enrollment tokens (ADMIN).
+func (s *Service) RevokeToken(ctx context.Context, id string) (*domain.EnrollmentToken, error) {
+	p, err := auth.RequireRole(ctx, domain.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	if !ids.Valid(id) {
+		return nil, domain.NotFound("enrollment token")
+	}
+	t, err := s.Store.RevokeEnrollmentToken(ctx, p.TenantID, id, s.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, domain.NotFound("enrollment token")
+	}
+	return t, err
+}
+
+// EnrollRequest is the body of POST /api/v1/agents/enroll.
+type EnrollRequest struct {
+	EnrollmentToken string  `json:"enrollment_token"`
+	Hostname        *string `json:"hostname"`
+	AgentVersion    *string `json:"agent_version"`
+	MachineID       *string `json:"machine_id"`
+}
+
+// Enrolled answers a successful enrollment.
+type Enrolled struct {
+	Identity                 *domain.AgentIdentity
+	Token                    string
+	HeartbeatIntervalSeconds int
+}
+
+// Enroll exchanges an enrollment token for an agent identity and its service-account token.
+// It needs no principal: the enrollment token is the credential.
+func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, error) {
+	if req.EnrollmentToken == "" {
+		return nil, domain.Invalid("enrollment_token", "enrollment_token is required")
+	}
+	for field, v := range map[string]*string{"hostname": req.Hostname, "agent_version": req.AgentVersion, "machine_id": req.MachineID} {
+		if v != nil && (utf8.RuneCountInString(*v) > maxFieldLength || !utf8.ValidString(*v)) {
+			return nil, domain.Invalid(field, "%s must be valid UTF-8 of at most %d characters", field, maxFieldLength)
+		}
+	}
+	if req.MachineID != nil && *req.MachineID == "" {
+		req.MachineID = nil
+	}
+	agentID := ids.New()
+	id := &domain.AgentIdentity{AgentID: agentID, AssetID: ids.New(), MachineID: req.MachineID,
+		Hostname: req.Hostname, AgentVersion: req.AgentVersion}
+	name := "agent " + agentID
+	if req.Hostname != nil && *req.Hostname != "" {
+		name = "agent " + *req.Hostname
+	}
+	secret, hash := auth.NewToken(auth.PrefixServiceAccount)
+	err := s.Store.Enroll(ctx, &store.Enrollment{
+		TokenHash: auth.HashToken(req.EnrollmentToken),
+		Now:       s.Now(),
+		Identity:  id,
+		Principal: &domain.Principal{ID: ids.New(), Name: name},
+		Token:     store.NewAPIToken{ID: ids.New(), Hash: hash, Prefix: auth.DisplayPrefix(secret)},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Enrolled{Identity: id, Token: secret, HeartbeatIntervalSeconds: int(s.HeartbeatInterval / time.Second)}, nil
+}
+
+// Revoke makes an identity REVOKED (ADMIN). Its token keeps authenticating so the agent
+// learns why its heartbeats fail (CONTRACT §2).
+func (s *Service) Revoke(ctx context.Context, agentID string, reason *string) (*domain.AgentIdentity, error) {
+	p, err := auth.RequireRole(ctx, domain.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	why := "revoked by an administrator"
+	if reason != nil && *reason != "" {
+		if utf8.RuneCountInString(*reason) > 1000 {
+			return nil, domain.Invalid("reason", "reason must be at most 1000 characters")
+		}
+		why = *reason
+	}
+	current, err := s.identity(ctx, p.TenantID, agentID)
+	if err != nil {
+		return nil, err
+	}
+	return s.Store.Revoke(ctx, p.TenantID, agentID, why, s.event(p, current, domain.EventAgentRevoked, map[string]any{"reason": why}))
+}
+
+// Reactivate moves a STALE identity back to ENROLLED (ADMIN). A REVOKED identity is final:
+// AGENT_REVOKED. An ENROLLED or ACTIVE one is returned unchanged.
+func (s *Service) Reactivate(ctx context.Context, agentID string) (*domain.AgentIdentity, error) {
+	p, err := auth.RequireRole(ctx, domain.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	current, err := s.identity(ctx, p.TenantID, agentID)
+	if err != nil {
+		return nil, err
+	}
+	if current.Status == domain.StatusRevoked {
+		return nil, errRevoked
+	}
+	if current.Status != domain.StatusStale {
+		return current, nil
+	}
+	after, err := s.Store.Reactivate(ctx, p.TenantID, agentID, s.event(p, current, domain.EventAgentReactivated, map[string]any{}))
+	if err != nil {
+		return nil, err
+	}
+	if after.Status == domain.StatusRevoked { // revoked between the read and the write
+		return nil, errRevoked
+	}
+	return after, nil
+}
+
+var errRevoked = &domain.Error{Code: domain.CodeAgentRevoked, Message: "the identity is revoked; revocation is final, the agent must enroll again"}
+
+func (s *Service) identity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
+	if !ids.Valid(agentID) {
+		return nil, domain.NotFound("agent identity")
+	}
+	id, err := s.Store.AgentIdentity(ctx, tenantID, agentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, domain.NotFound("agent identity")
+	}
+	return id, err
+}
+
+func (s *Service) event(p *domain.Principal, id *domain.AgentIdentity, typ string, payload map[string]any) *domain.Event {
+	b, _ := json.Marshal(payload)
+	return &domain.Event{ID: ids.New(), TenantID: id.TenantID, Type: typ, AssetID: &id.AssetID, AgentID: &id.AgentID,
+		ActorID: &p.ID, OccurredAt: s.Now(), Payload: b}
+}

@@ -1,0 +1,57 @@
+package enrollment
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/store"
+)
+
+// SweepBatch bounds one sweeper transaction, so the write lock is never held for long.
+const SweepBatch = 500
+
+// SweepActor is the actor recorded on agent.stale events.
+const SweepActor = "system:stale-sweeper"
+
+// Sweep marks every identity with no activity for staleAfter as STALE, in batches, and
+// returns how many it marked.
+func (s *Service) Sweep(ctx context.Context, staleAfter time.Duration) (int, error) {
+	now := s.Now()
+	cutoff := now.Add(-staleAfter)
+	payload, _ := json.Marshal(map[string]any{"stale_after_seconds": int64(staleAfter / time.Second)})
+	actor := SweepActor
+	total := 0
+	for {
+		n, err := s.Store.SweepStale(ctx, cutoff, SweepBatch, func(m store.StaleIdentity) *domain.Event {
+			return &domain.Event{ID: ids.New(), TenantID: m.TenantID, Type: domain.EventAgentStale,
+				AssetID: &m.AssetID, AgentID: &m.AgentID, ActorID: &actor, OccurredAt: now, Payload: payload}
+		})
+		total += n
+		if err != nil || n < SweepBatch {
+			return total, err
+		}
+	}
+}
+
+// RunSweeper sweeps every interval until ctx ends.
+func (s *Service) RunSweeper(ctx context.Context, interval, staleAfter time.Duration, log *slog.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := s.Sweep(ctx, staleAfter)
+			if err != nil && ctx.Err() == nil {
+				log.Error("stale sweep failed", "err", err)
+			} else if n > 0 {
+				log.Info("identities marked stale", "count", n)
+			}
+		}
+	}
+}

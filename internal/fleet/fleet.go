@@ -1,0 +1,225 @@
+// Package fleet answers the dashboard's reads: assets, agent identities, events, enrollment
+// tokens and the fleet summary, always within the caller's tenant, paged by signed keyset
+// cursors.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/cursor"
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/store"
+)
+
+// MaxFirst is the largest page (CONTRACT §5).
+const MaxFirst = 500
+
+// Service is the read side.
+type Service struct {
+	Store        *store.Store
+	Cursors      *cursor.Codec
+	Now          func() time.Time
+	OfflineAfter time.Duration
+}
+
+// OnlineSince is the instant after which a heartbeat makes an asset online.
+func (s *Service) OnlineSince() int64 { return store.Micros(s.Now().Add(-s.OfflineAfter)) }
+
+func limit(first *int) (int, error) {
+	if first == nil {
+		return 50, nil
+	}
+	if *first < 0 || *first > MaxFirst {
+		return 0, domain.Invalid("first", "first must be between 0 and %d", MaxFirst)
+	}
+	return *first, nil
+}
+
+func str(p *string) string {
+	if p == nil {
+		return "\x00"
+	}
+	return *p
+}
+
+// viewer returns the calling user (any role).
+func viewer(ctx context.Context) (*domain.Principal, error) {
+	return auth.RequireRole(ctx, domain.RoleViewer)
+}
+
+// Asset returns one asset of the caller's tenant, or nil.
+func (s *Service) Asset(ctx context.Context, id string) (*domain.Asset, error) {
+	p, err := viewer(ctx)
+	if err != nil || !ids.Valid(id) {
+		return nil, err
+	}
+	as, err := s.Store.AssetsByID(ctx, p.TenantID, []string{id}, s.OnlineSince())
+	if err != nil || len(as) == 0 {
+		return nil, err
+	}
+	return as[0], nil
+}
+
+// Assets pages through the caller's assets by id.
+func (s *Service) Assets(ctx context.Context, first *int, after *string, f store.AssetFilter) (*AssetConnection, error) {
+	p, err := viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := limit(first)
+	if err != nil {
+		return nil, err
+	}
+	online := "\x00"
+	if f.Online != nil {
+		online = fmt.Sprint(*f.Online)
+	}
+	query := "assets\x00" + str(f.SiteID) + "\x00" + online + "\x00" + str(f.HostnameContains)
+	key, err := s.Cursors.Decode(p.TenantID, query, after)
+	if err != nil {
+		return nil, err
+	}
+	f.OnlineSince = s.OnlineSince()
+	rows, err := s.Store.Assets(ctx, p.TenantID, f, key, n)
+	if err != nil {
+		return nil, err
+	}
+	edges, info := page(rows, n, func(a *domain.Asset) string { return a.ID },
+		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
+		func(c string, a *domain.Asset) AssetEdge { return AssetEdge{Cursor: c, Node: a} })
+	return &AssetConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
+		return s.Store.CountAssets(ctx, p.TenantID, f)
+	}}}, nil
+}
+
+// AgentIdentity returns one identity of the caller's tenant, or nil.
+func (s *Service) AgentIdentity(ctx context.Context, agentID string) (*domain.AgentIdentity, error) {
+	p, err := viewer(ctx)
+	if err != nil || !ids.Valid(agentID) {
+		return nil, err
+	}
+	id, err := s.Store.AgentIdentity(ctx, p.TenantID, agentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return id, err
+}
+
+// AgentIdentities pages through the caller's identities by agent id.
+func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string, f store.IdentityFilter) (*AgentIdentityConnection, error) {
+	p, err := viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := limit(first)
+	if err != nil {
+		return nil, err
+	}
+	status := "\x00"
+	if f.Status != nil {
+		status = string(*f.Status)
+	}
+	query := "identities\x00" + str(f.SiteID) + "\x00" + status
+	key, err := s.Cursors.Decode(p.TenantID, query, after)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.Store.AgentIdentities(ctx, p.TenantID, f, key, n)
+	if err != nil {
+		return nil, err
+	}
+	edges, info := page(rows, n, func(a *domain.AgentIdentity) string { return a.AgentID },
+		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
+		func(c string, a *domain.AgentIdentity) AgentIdentityEdge { return AgentIdentityEdge{Cursor: c, Node: a} })
+	return &AgentIdentityConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
+		return s.Store.CountAgentIdentities(ctx, p.TenantID, f)
+	}}}, nil
+}
+
+// Events pages through the caller's events, newest first.
+func (s *Service) Events(ctx context.Context, first *int, after *string, f store.EventFilter) (*EventConnection, error) {
+	p, err := viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	n, err := limit(first)
+	if err != nil {
+		return nil, err
+	}
+	query := "events\x00" + str(f.AssetID) + "\x00" + str(f.AgentID) + "\x00" + str(f.Type)
+	key, err := s.Cursors.Decode(p.TenantID, query, after)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.Store.Events(ctx, p.TenantID, f, key, n)
+	if err != nil {
+		return nil, err
+	}
+	edges, info := page(rows, n, func(e *domain.Event) string { return e.ID },
+		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
+		func(c string, e *domain.Event) EventEdge { return EventEdge{Cursor: c, Node: e} })
+	return &EventConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
+		return s.Store.CountEvents(ctx, p.TenantID, f)
+	}}}, nil
+}
+
+// EnrollmentTokens pages through the caller's enrollment tokens, newest first (ADMIN).
+func (s *Service) EnrollmentTokens(ctx context.Context, first *int, after *string) (*EnrollmentTokenConnection, error) {
+	p, err := auth.RequireRole(ctx, domain.RoleAdmin)
+	if err != nil {
+		return nil, err
+	}
+	n, err := limit(first)
+	if err != nil {
+		return nil, err
+	}
+	const query = "enrollment-tokens"
+	key, err := s.Cursors.Decode(p.TenantID, query, after)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.Store.EnrollmentTokens(ctx, p.TenantID, key, n)
+	if err != nil {
+		return nil, err
+	}
+	edges, info := page(rows, n, func(t *domain.EnrollmentToken) string { return t.ID },
+		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
+		func(c string, t *domain.EnrollmentToken) EnrollmentTokenEdge { return EnrollmentTokenEdge{Cursor: c, Node: t} })
+	return &EnrollmentTokenConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
+		return s.Store.CountEnrollmentTokens(ctx, p.TenantID)
+	}}}, nil
+}
+
+// Summary is the fleet summary with every identity status present (zero where none).
+type Summary struct {
+	ByStatus       map[domain.AgentStatus]int
+	TotalAssets    int
+	Online         int
+	ByOSName       []store.Count
+	ByAgentVersion []store.Count
+}
+
+// FleetSummary counts the caller's fleet, optionally of one site.
+func (s *Service) FleetSummary(ctx context.Context, siteID *string) (*Summary, error) {
+	p, err := viewer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := s.Store.FleetSummary(ctx, p.TenantID, siteID, s.OnlineSince())
+	if err != nil {
+		return nil, err
+	}
+	out := &Summary{ByStatus: map[domain.AgentStatus]int{}, TotalAssets: sum.TotalAssets, Online: sum.Online,
+		ByOSName: sum.ByOSName, ByAgentVersion: sum.ByAgentVersion}
+	for _, c := range sum.ByStatus {
+		if c.Key != nil {
+			out.ByStatus[domain.AgentStatus(*c.Key)] = c.Count
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,163 @@
+// Package projection builds the asset read model from events. It is the only writer of the
+// assets table: the live heartbeat path and `oneprotect projections rebuild` call the same
+// functions with the same event payloads, so both give identical assets.
+package projection
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+)
+
+// Execer is what the projector needs from a transaction.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Telemetry is the payload of asset.telemetry.received (and of asset.discovered): what the
+// heartbeat said, with the identity's binding. Nil fields were absent and keep the asset's
+// previous value; a present list or map replaces the previous one.
+type Telemetry struct {
+	SiteID        string                  `json:"site_id"`
+	HeartbeatID   string                  `json:"heartbeat_id,omitempty"`
+	SentAt        *string                 `json:"sent_at,omitempty"`
+	Hostname      string                  `json:"hostname"`
+	AgentVersion  *string                 `json:"agent_version,omitempty"`
+	OS            *domain.OperatingSystem `json:"os,omitempty"`
+	IPAddresses   *[]string               `json:"ip_addresses,omitempty"`
+	MACAddresses  *[]string               `json:"mac_addresses,omitempty"`
+	CPUCount      *int                    `json:"cpu_count,omitempty"`
+	MemoryBytes   *float64                `json:"memory_bytes,omitempty"`
+	UptimeSeconds *float64                `json:"uptime_seconds,omitempty"`
+	Facts         map[string]any          `json:"facts,omitempty"`
+}
+
+// Enrolled is the part of agent.enrolled's payload the projection uses: a re-enrolled machine
+// keeps its asset, which follows the new identity's site.
+type Enrolled struct {
+	SiteID            string   `json:"site_id"`
+	CollectorID       *string  `json:"collector_id"`
+	MachineID         *string  `json:"machine_id,omitempty"`
+	Hostname          *string  `json:"hostname,omitempty"`
+	AgentVersion      *string  `json:"agent_version,omitempty"`
+	EnrollmentTokenID string   `json:"enrollment_token_id"`
+	Superseded        []string `json:"superseded,omitempty"`
+}
+
+// Statement texts use ? placeholders; Rebind adapts them to the driver.
+const (
+	upsertAsset = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, os_name, os_version,
+  os_kernel, os_arch, ip_addresses, mac_addresses, cpu_count, memory_bytes, uptime_seconds, facts,
+  first_seen_at, last_seen_at, heartbeat_count)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?, COALESCE(?, '{}'), ?, ?, 1)
+ON CONFLICT (id) DO UPDATE SET
+  site_id = excluded.site_id,
+  agent_id = excluded.agent_id,
+  hostname = excluded.hostname,
+  os_name = CASE WHEN ? THEN excluded.os_name ELSE assets.os_name END,
+  os_version = CASE WHEN ? THEN excluded.os_version ELSE assets.os_version END,
+  os_kernel = CASE WHEN ? THEN excluded.os_kernel ELSE assets.os_kernel END,
+  os_arch = CASE WHEN ? THEN excluded.os_arch ELSE assets.os_arch END,
+  ip_addresses = COALESCE(?, assets.ip_addresses),
+  mac_addresses = COALESCE(?, assets.mac_addresses),
+  cpu_count = COALESCE(excluded.cpu_count, assets.cpu_count),
+  memory_bytes = COALESCE(excluded.memory_bytes, assets.memory_bytes),
+  uptime_seconds = COALESCE(excluded.uptime_seconds, assets.uptime_seconds),
+  facts = COALESCE(?, assets.facts),
+  last_seen_at = CASE WHEN excluded.last_seen_at > assets.last_seen_at THEN excluded.last_seen_at ELSE assets.last_seen_at END,
+  heartbeat_count = assets.heartbeat_count + 1
+WHERE assets.tenant_id = excluded.tenant_id
+RETURNING heartbeat_count`
+
+	insertDiscovered = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, ip_addresses,
+  mac_addresses, facts, first_seen_at, last_seen_at, heartbeat_count)
+VALUES (?, ?, ?, ?, ?, '[]', '[]', '{}', ?, ?, 0)
+ON CONFLICT (id) DO NOTHING`
+
+	moveAsset = `UPDATE assets SET site_id = ?, agent_id = ? WHERE tenant_id = ? AND id = ?`
+)
+
+// Projector applies events to the assets table with statements bound to one SQL dialect.
+type Projector struct {
+	upsertAsset, insertDiscovered, moveAsset string
+}
+
+// New returns a projector whose statements use rebind's placeholder style.
+func New(rebind func(string) string) *Projector {
+	return &Projector{upsertAsset: rebind(upsertAsset), insertDiscovered: rebind(insertDiscovered), moveAsset: rebind(moveAsset)}
+}
+
+// Statements lists the statement texts, for preparing them once.
+func (p *Projector) Statements() []string {
+	return []string{p.upsertAsset, p.insertDiscovered, p.moveAsset}
+}
+
+// ApplyTelemetry projects one accepted heartbeat and returns the asset's heartbeat count; a
+// count of 1 means this heartbeat discovered the asset.
+func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) (int64, error) {
+	var osName, osVersion, osKernel, osArch *string
+	if t.OS != nil {
+		osName, osVersion, osKernel, osArch = t.OS.Name, t.OS.Version, t.OS.Kernel, t.OS.Arch
+	}
+	hasOS := t.OS != nil
+	ips, err := optJSON(t.IPAddresses)
+	if err != nil {
+		return 0, err
+	}
+	macs, err := optJSON(t.MACAddresses)
+	if err != nil {
+		return 0, err
+	}
+	var facts *string
+	if t.Facts != nil {
+		b, err := json.Marshal(t.Facts)
+		if err != nil {
+			return 0, err
+		}
+		s := string(b)
+		facts = &s
+	}
+	var count int64
+	err = tx.QueryRowContext(ctx, p.upsertAsset,
+		assetID, tenantID, t.SiteID, agentID, t.Hostname, osName, osVersion, osKernel, osArch,
+		ips, macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, facts, occurredAt, occurredAt,
+		hasOS, hasOS, hasOS, hasOS, ips, macs, facts,
+	).Scan(&count)
+	if err != nil {
+		return 0, fmt.Errorf("project telemetry: %w", err)
+	}
+	return count, nil
+}
+
+// ApplyDiscovered creates the asset if it does not exist yet (used by rebuild; on the live
+// path ApplyTelemetry has already created it).
+func (p *Projector) ApplyDiscovered(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) error {
+	_, err := tx.ExecContext(ctx, p.insertDiscovered, assetID, tenantID, t.SiteID, agentID, t.Hostname, occurredAt, occurredAt)
+	return err
+}
+
+// ApplyEnrolled moves an existing asset to the identity that now owns it.
+func (p *Projector) ApplyEnrolled(ctx context.Context, tx Execer, tenantID, assetID, agentID string, e *Enrolled) error {
+	_, err := tx.ExecContext(ctx, p.moveAsset, e.SiteID, agentID, tenantID, assetID)
+	return err
+}
+
+func optJSON(v *[]string) (*string, error) {
+	if v == nil {
+		return nil, nil
+	}
+	list := *v
+	if list == nil {
+		list = []string{}
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	return &s, nil
+}

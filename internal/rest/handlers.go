@@ -1,0 +1,176 @@
+package rest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/enrollment"
+	"github.com/oneprotect/telemetry/internal/observe"
+	"github.com/oneprotect/telemetry/internal/telemetry"
+)
+
+// Handler serves the agent endpoints.
+type Handler struct {
+	Enrollment *enrollment.Service
+	Telemetry  *telemetry.Service
+	MaxBody    int64
+	Log        *slog.Logger
+	Metrics    *observe.Metrics
+}
+
+// Register mounts the endpoints on mux.
+func (h *Handler) Register(mux *http.ServeMux, wrap func(route string, next http.Handler) http.Handler) {
+	mux.Handle("POST /api/v1/agents/enroll", wrap("enroll", http.HandlerFunc(h.enroll)))
+	mux.Handle("POST /api/v1/agents/{agent_id}/telemetry/heartbeat", wrap("heartbeat", http.HandlerFunc(h.heartbeat)))
+}
+
+type enrollResponse struct {
+	AgentID                  string  `json:"agent_id"`
+	AssetID                  string  `json:"asset_id"`
+	TenantID                 string  `json:"tenant_id"`
+	SiteID                   string  `json:"site_id"`
+	CollectorID              *string `json:"collector_id"`
+	Status                   string  `json:"status"`
+	Token                    string  `json:"token"`
+	HeartbeatIntervalSeconds int     `json:"heartbeat_interval_seconds"`
+}
+
+func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
+	var req enrollment.EnrollRequest
+	if err := h.readJSON(w, r, &req); err != nil {
+		writeError(w, r, h.Log, err)
+		return
+	}
+	out, err := h.Enrollment.Enroll(r.Context(), &req)
+	if err != nil {
+		writeError(w, r, h.Log, err)
+		return
+	}
+	id := out.Identity
+	writeJSON(w, http.StatusCreated, &enrollResponse{AgentID: id.AgentID, AssetID: id.AssetID, TenantID: id.TenantID,
+		SiteID: id.SiteID, CollectorID: id.CollectorID, Status: "enrolled", Token: out.Token,
+		HeartbeatIntervalSeconds: out.HeartbeatIntervalSeconds})
+}
+
+// heartbeatBody is the REST form of a heartbeat: the content plus the identity fields a body
+// may name (and must then match).
+type heartbeatBody struct {
+	HeartbeatID  *string              `json:"heartbeat_id"`
+	SentAt       *time.Time           `json:"sent_at"`
+	Hostname     *string              `json:"hostname"`
+	AgentVersion *string              `json:"agent_version"`
+	Inventory    *telemetry.Inventory `json:"inventory"`
+	TenantID     *string              `json:"tenant_id"`
+	SiteID       *string              `json:"site_id"`
+	CollectorID  *string              `json:"collector_id"`
+	AssetID      *string              `json:"asset_id"`
+	AgentID      *string              `json:"agent_id"`
+}
+
+type heartbeatResponse struct {
+	AgentID              string    `json:"agent_id"`
+	AssetID              string    `json:"asset_id"`
+	Status               string    `json:"status"`
+	Accepted             bool      `json:"accepted"`
+	Duplicate            bool      `json:"duplicate"`
+	ReceivedAt           time.Time `json:"received_at"`
+	NextHeartbeatSeconds int       `json:"next_heartbeat_seconds"`
+}
+
+func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
+	res, err := h.submit(r)
+	if err != nil {
+		h.Metrics.Heartbeats.WithLabelValues(string(domain.ErrorCode(err))).Inc()
+		writeError(w, r, h.Log, err)
+		return
+	}
+	outcome := "accepted"
+	if res.Duplicate {
+		outcome = "duplicate"
+	}
+	h.Metrics.Heartbeats.WithLabelValues(outcome).Inc()
+	writeJSON(w, http.StatusOK, &heartbeatResponse{AgentID: res.AgentID, AssetID: res.AssetID, Status: "active",
+		Accepted: res.Accepted, Duplicate: res.Duplicate, ReceivedAt: res.ReceivedAt, NextHeartbeatSeconds: res.NextHeartbeatSeconds})
+}
+
+func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
+	// The caller is checked before the body is read (CONTRACT §4's order).
+	if _, err := h.Telemetry.Caller(r.Context()); err != nil {
+		return nil, err
+	}
+	var body heartbeatBody
+	if err := h.readJSON(nil, r, &body); err != nil {
+		return nil, err
+	}
+	hb := &telemetry.Heartbeat{HeartbeatID: body.HeartbeatID, SentAt: body.SentAt, Hostname: body.Hostname,
+		AgentVersion: body.AgentVersion, Inventory: body.Inventory}
+	claims := &telemetry.IdentityClaims{TenantID: body.TenantID, SiteID: body.SiteID, CollectorID: body.CollectorID,
+		AssetID: body.AssetID, AgentID: body.AgentID}
+	return h.Telemetry.Submit(r.Context(), r.PathValue("agent_id"), hb, claims)
+}
+
+// readJSON checks the media type, reads at most MaxBody bytes and decodes one JSON value,
+// naming the field of a type error. Unknown fields are ignored (newer agents keep working).
+func (h *Handler) readJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return &domain.Error{Code: domain.CodeUnsupportedMediaType, Message: "Content-Type must be application/json"}
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return &domain.Error{Code: domain.CodePayloadTooLarge, Message: fmt.Sprintf("the body exceeds %d bytes", h.MaxBody)}
+		}
+		return domain.Invalid("body", "the body could not be read")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
+	if dec.More() {
+		return domain.Invalid("body", "the body must hold exactly one JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	var timeErr *time.ParseError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		return domain.Invalid(field, "%s must be of type %s", field, jsonType(typeErr.Type.Kind().String()))
+	case errors.As(err, &syntaxErr):
+		return domain.Invalid("body", "malformed JSON at byte %d", syntaxErr.Offset)
+	case errors.As(err, &timeErr):
+		return domain.Invalid("sent_at", "sent_at must be an RFC 3339 timestamp")
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return domain.Invalid("body", "the body is empty or truncated JSON")
+	}
+	return domain.Invalid("body", "malformed JSON")
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "ptr", "struct", "map":
+		return "object"
+	case "slice":
+		return "array"
+	case "int", "int64", "float64":
+		return "number"
+	}
+	return kind
+}

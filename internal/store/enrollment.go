@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/projection"
+)
+
+type enrollmentTokenRow struct {
+	bun.BaseModel `bun:"table:enrollment_tokens"`
+	ID            string  `bun:"id,pk"`
+	TenantID      string  `bun:"tenant_id"`
+	SiteID        string  `bun:"site_id"`
+	CollectorID   *string `bun:"collector_id"`
+	TokenHash     string  `bun:"token_hash"`
+	Prefix        string  `bun:"prefix"`
+	MaxUses       int     `bun:"max_uses"`
+	Uses          int     `bun:"uses"`
+	ExpiresAt     int64   `bun:"expires_at"`
+	RevokedAt     *int64  `bun:"revoked_at"`
+	CreatedBy     string  `bun:"created_by"`
+	CreatedAt     int64   `bun:"created_at"`
+}
+
+func (r *enrollmentTokenRow) toDomain() *domain.EnrollmentToken {
+	return &domain.EnrollmentToken{ID: r.ID, TenantID: r.TenantID, SiteID: r.SiteID, CollectorID: r.CollectorID,
+		Prefix: r.Prefix, MaxUses: r.MaxUses, Uses: r.Uses, ExpiresAt: FromMicros(r.ExpiresAt),
+		RevokedAt: optTime(r.RevokedAt), CreatedBy: r.CreatedBy, CreatedAt: FromMicros(r.CreatedAt)}
+}
+
+// CreateEnrollmentToken stores a token by its hash.
+func (s *Store) CreateEnrollmentToken(ctx context.Context, t *domain.EnrollmentToken, hash string) error {
+	row := &enrollmentTokenRow{ID: t.ID, TenantID: t.TenantID, SiteID: t.SiteID, CollectorID: t.CollectorID,
+		TokenHash: hash, Prefix: t.Prefix, MaxUses: t.MaxUses, ExpiresAt: Micros(t.ExpiresAt),
+		CreatedBy: t.CreatedBy, CreatedAt: Micros(t.CreatedAt)}
+	return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewInsert().Model(row).Exec(ctx)
+		return err
+	})
+}
+
+// EnrollmentTokens lists the tenant's tokens newest first after afterID, up to limit+1.
+func (s *Store) EnrollmentTokens(ctx context.Context, tenantID, afterID string, limit int) ([]*domain.EnrollmentToken, error) {
+	var rows []enrollmentTokenRow
+	q := s.R.NewSelect().Model(&rows).Where("tenant_id = ?", tenantID)
+	if afterID != "" {
+		q = q.Where("id < ?", afterID)
+	}
+	if err := q.Order("id DESC").Limit(int64(limit) + 1).Scan(ctx); err != nil {
+		return nil, mapErr(err)
+	}
+	out := make([]*domain.EnrollmentToken, len(rows))
+	for i := range rows {
+		out[i] = rows[i].toDomain()
+	}
+	return out, nil
+}
+
+// CountEnrollmentTokens counts the tenant's enrollment tokens.
+func (s *Store) CountEnrollmentTokens(ctx context.Context, tenantID string) (int, error) {
+	n, err := s.R.NewSelect().Model((*enrollmentTokenRow)(nil)).Where("tenant_id = ?", tenantID).Count(ctx)
+	return int(n), mapErr(err)
+}
+
+// RevokeEnrollmentToken revokes one of the tenant's tokens (again is a no-op) and returns it.
+func (s *Store) RevokeEnrollmentToken(ctx context.Context, tenantID, id string, now time.Time) (*domain.EnrollmentToken, error) {
+	var row enrollmentTokenRow
+	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.NewUpdate().Model((*enrollmentTokenRow)(nil)).Set("revoked_at = ?", Micros(now)).
+			Where("tenant_id = ? AND id = ? AND revoked_at IS NULL", tenantID, id).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		return tx.NewSelect().Model(&row).Where("tenant_id = ? AND id = ?", tenantID, id).Scan(ctx)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return row.toDomain(), nil
+}
+
+// Enrollment is what Enroll needs beyond the token: the new identity (AgentID, AssetID,
+// MachineID, Hostname, AgentVersion; the binding comes from the token), its service-account
+// principal (ID, Name) and that principal's token.
+type Enrollment struct {
+	TokenHash string
+	Now       time.Time
+	Identity  *domain.AgentIdentity
+	Principal *domain.Principal
+	Token     NewAPIToken
+}
+
+// ErrInvalidEnrollmentToken: unknown, expired, used-up or revoked, deliberately alike.
+var ErrInvalidEnrollmentToken = &domain.Error{Code: domain.CodeInvalidEnrollmentToken,
+	Message: "the enrollment token is unknown, expired, used up or revoked"}
+
+// Enroll consumes one use of the token and creates the identity, atomically: the guarded
+// UPDATE ... RETURNING takes the use only while uses < max_uses, so N concurrent enrollments
+// on a token of K uses create exactly min(N, K) identities. An identity already live for the
+// same machine in the tenant is revoked as "superseded" and its asset id carried over.
+func (s *Store) Enroll(ctx context.Context, e *Enrollment) error {
+	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error { return s.enroll(ctx, tx, e) })
+	if domain.ErrorCode(err) == domain.CodeConflict && e.Identity.MachineID != nil {
+		// Another enrollment of the same machine committed first; supersede it.
+		err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error { return s.enroll(ctx, tx, e) })
+	}
+	return err
+}
+
+func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
+	now := Micros(e.Now)
+	var tok enrollmentTokenRow
+	err := tx.NewRaw(`UPDATE enrollment_tokens SET uses = uses + 1
+		WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses
+		RETURNING id, tenant_id, site_id, collector_id`, e.TokenHash, now).Scan(ctx, &tok)
+	if errors.Is(mapErr(err), ErrNotFound) {
+		return ErrInvalidEnrollmentToken
+	}
+	if err != nil {
+		return err
+	}
+	id := e.Identity
+	id.TenantID, id.SiteID, id.CollectorID = tok.TenantID, tok.SiteID, tok.CollectorID
+	id.Status, id.EnrolledAt, id.PrincipalID = domain.StatusEnrolled, e.Now, e.Principal.ID
+
+	var superseded []string
+	if id.MachineID != nil {
+		var previous []identityRow
+		err := tx.NewSelect().Model(&previous).Where("tenant_id = ? AND machine_id = ?", id.TenantID, *id.MachineID).
+			Order("enrolled_at DESC").Scan(ctx)
+		if err != nil {
+			return err
+		}
+		if len(previous) > 0 {
+			id.AssetID = previous[0].AssetID
+		}
+		for i := range previous {
+			old := previous[i].toDomain()
+			if old.Status == domain.StatusRevoked {
+				continue
+			}
+			_, err := tx.NewUpdate().Model((*identityRow)(nil)).
+				Set("status = ?", string(domain.StatusRevoked)).Set("revoked_at = ?", now).Set("revoked_reason = ?", "superseded").
+				Where("tenant_id = ? AND agent_id = ?", old.TenantID, old.AgentID).Exec(ctx)
+			if err != nil {
+				return err
+			}
+			if err := appendEvent(ctx, tx, &domain.Event{ID: ids.New(), TenantID: old.TenantID, Type: domain.EventAgentRevoked,
+				AssetID: &old.AssetID, AgentID: &old.AgentID, ActorID: &e.Principal.ID, OccurredAt: e.Now,
+				Payload: mustJSON(map[string]any{"reason": "superseded", "superseded_by": id.AgentID})}); err != nil {
+				return err
+			}
+			superseded = append(superseded, old.AgentID)
+		}
+	}
+
+	sa := e.Principal
+	sa.TenantID, sa.Kind, sa.ActorKind, sa.ActorID = id.TenantID, domain.KindServiceAccount, domain.ActorAgent, id.AgentID
+	if err := insertPrincipal(ctx, tx, sa, e.Token, e.Now); err != nil {
+		return err
+	}
+	row := &identityRow{AgentID: id.AgentID, TenantID: id.TenantID, SiteID: id.SiteID, CollectorID: id.CollectorID,
+		AssetID: id.AssetID, MachineID: id.MachineID, Status: string(id.Status), Hostname: id.Hostname,
+		AgentVersion: id.AgentVersion, PrincipalID: sa.ID, EnrollmentTokenID: &tok.ID, EnrolledAt: now, ActivityAt: now}
+	if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+		return err
+	}
+	enrolled := projection.Enrolled{SiteID: id.SiteID, CollectorID: id.CollectorID, MachineID: id.MachineID,
+		Hostname: id.Hostname, AgentVersion: id.AgentVersion, EnrollmentTokenID: tok.ID, Superseded: superseded}
+	if err := appendEvent(ctx, tx, &domain.Event{ID: ids.New(), TenantID: id.TenantID, Type: domain.EventAgentEnrolled,
+		AssetID: &id.AssetID, AgentID: &id.AgentID, ActorID: &sa.ID, OccurredAt: e.Now, Payload: mustJSON(enrolled)}); err != nil {
+		return err
+	}
+	if id.MachineID == nil || len(superseded) == 0 {
+		return nil // no asset yet: it appears with the first heartbeat
+	}
+	return s.proj.ApplyEnrolled(ctx, tx.Tx, id.TenantID, id.AssetID, id.AgentID, &enrolled)
+}

@@ -1,0 +1,50 @@
+package telemetry
+
+import (
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+)
+
+// Heartbeat is the content of one heartbeat, whichever transport carried it. Its canonical
+// JSON encoding (encoding/json sorts map keys; omitempty drops absent fields) is what the
+// idempotency hash covers, so key order, whitespace and transport do not matter.
+type Heartbeat struct {
+	HeartbeatID  *string    `json:"-"`
+	SentAt       *time.Time `json:"sent_at,omitempty"`
+	Hostname     *string    `json:"hostname,omitempty"`
+	AgentVersion *string    `json:"agent_version,omitempty"`
+	Inventory    *Inventory `json:"inventory,omitempty"`
+}
+
+// Inventory is what the agent reports about its machine.
+type Inventory struct {
+	OS            *domain.OperatingSystem `json:"os,omitempty"`
+	IPAddresses   []string                `json:"ip_addresses,omitempty"`
+	MACAddresses  []string                `json:"mac_addresses,omitempty"`
+	CPUCount      *int                    `json:"cpu_count,omitempty"`
+	MemoryBytes   *float64                `json:"memory_bytes,omitempty"`
+	UptimeSeconds *float64                `json:"uptime_seconds,omitempty"`
+	Facts         map[string]any          `json:"facts,omitempty"`
+}
+
+// IdentityClaims are the identity fields a REST body may name. They must match the stored
+// identity (CONTRACT §4, identity_override); GraphQL has no such fields.
+type IdentityClaims struct {
+	TenantID    *string
+	SiteID      *string
+	CollectorID *string
+	AssetID     *string
+	AgentID     *string
+}
+
+// Result answers an accepted (or duplicate) heartbeat.
+type Result struct {
+	AgentID              string
+	AssetID              string
+	Status               domain.AgentStatus
+	Accepted             bool
+	Duplicate            bool
+	ReceivedAt           time.Time
+	NextHeartbeatSeconds int
+}

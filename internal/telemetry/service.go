@@ -1,0 +1,227 @@
+// Package telemetry is THE heartbeat service: the REST shim and the GraphQL submitHeartbeat
+// mutation both call Service.Submit, so both get the same checks, in the same order
+// (CONTRACT §4), the same writes and the same idempotency.
+package telemetry
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/projection"
+	"github.com/oneprotect/telemetry/internal/store"
+)
+
+// Publisher learns of every accepted heartbeat after its commit (live subscriptions).
+type Publisher interface {
+	AssetUpdated(tenantID, siteID, assetID string)
+}
+
+// Service is the heartbeat service.
+type Service struct {
+	Store             *store.Store
+	Now               func() time.Time
+	HeartbeatInterval time.Duration
+	Publisher         Publisher // optional
+}
+
+var (
+	errUnknownAgent = &domain.Error{Code: domain.CodeUnknownAgent,
+		Message: "no agent identity with this agent_id; enroll again"}
+	errActorMismatch = &domain.Error{Code: domain.CodeActorMismatch,
+		Message: "this service account belongs to another agent"}
+	errCollectorMismatch = &domain.Error{Code: domain.CodeCollectorMismatch,
+		Message: "this collector is not the identity's collector"}
+	errRevoked = &domain.Error{Code: domain.CodeAgentRevoked,
+		Message: "the agent identity is revoked; stop, or enroll again with a new enrollment token"}
+	errStale = &domain.Error{Code: domain.CodeAgentStale,
+		Message: "the agent identity is stale; an administrator must reactivate it"}
+	errConflict = &domain.Error{Code: domain.CodeIdempotencyConflict, Field: "heartbeat_id",
+		Message: "this heartbeat_id was already accepted with a different body"}
+)
+
+// Caller returns the calling service account: UNAUTHENTICATED without a principal,
+// SERVICE_ACCOUNT_REQUIRED for a user. The REST shim calls it before reading the body, as
+// the order of checks requires; Submit calls it again.
+func (s *Service) Caller(ctx context.Context) (*domain.Principal, error) {
+	return auth.RequireServiceAccount(ctx)
+}
+
+// Submit checks and records one heartbeat for agentID. claims are the identity fields the
+// body named (REST only; nil for GraphQL).
+func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {
+	caller, err := s.Caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := hb.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := s.identity(ctx, caller.TenantID, agentID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkActor(caller, id); err != nil {
+		return nil, err
+	}
+	if err := statusError(id.Status); err != nil {
+		return nil, err
+	}
+	if err := checkClaims(claims, id); err != nil {
+		return nil, err
+	}
+
+	received := s.Now().UTC().Truncate(time.Microsecond) // the stored precision
+	w, err := s.write(caller, id, hb, received)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.Store.WriteHeartbeat(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case out.Conflict:
+		return nil, errConflict
+	case out.Refused:
+		if err := statusError(out.Status); err != nil {
+			return nil, err
+		}
+		return nil, errUnknownAgent
+	}
+	res := &Result{AgentID: id.AgentID, AssetID: id.AssetID, Status: domain.StatusActive, Accepted: true,
+		Duplicate: out.Duplicate, ReceivedAt: out.ReceivedAt, NextHeartbeatSeconds: int(s.HeartbeatInterval / time.Second)}
+	if !out.Duplicate && s.Publisher != nil {
+		s.Publisher.AssetUpdated(id.TenantID, id.SiteID, id.AssetID)
+	}
+	return res, nil
+}
+
+func (s *Service) identity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
+	if !ids.Valid(agentID) {
+		return nil, errUnknownAgent
+	}
+	id, err := s.Store.AgentIdentity(ctx, tenantID, agentID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errUnknownAgent // another tenant's identity counts as none
+	}
+	return id, err
+}
+
+// checkActor: an agent account may speak only for itself, a collector account only for the
+// identities bound to it.
+func checkActor(caller *domain.Principal, id *domain.AgentIdentity) error {
+	switch caller.ActorKind {
+	case domain.ActorAgent:
+		if caller.ActorID != id.AgentID {
+			return errActorMismatch
+		}
+	case domain.ActorCollector:
+		if id.CollectorID == nil || *id.CollectorID != caller.ActorID {
+			return errCollectorMismatch
+		}
+	default:
+		return errActorMismatch
+	}
+	return nil
+}
+
+func statusError(st domain.AgentStatus) error {
+	switch st {
+	case domain.StatusRevoked:
+		return errRevoked
+	case domain.StatusStale:
+		return errStale
+	}
+	return nil
+}
+
+// checkClaims refuses a body that names an identity field with another value than the
+// stored one; echoing the stored value is fine.
+func checkClaims(c *IdentityClaims, id *domain.AgentIdentity) error {
+	if c == nil {
+		return nil
+	}
+	collector := ""
+	if id.CollectorID != nil {
+		collector = *id.CollectorID
+	}
+	for _, f := range []struct {
+		name   string
+		claim  *string
+		stored string
+	}{
+		{"tenant_id", c.TenantID, id.TenantID},
+		{"site_id", c.SiteID, id.SiteID},
+		{"collector_id", c.CollectorID, collector},
+		{"asset_id", c.AssetID, id.AssetID},
+		{"agent_id", c.AgentID, id.AgentID},
+	} {
+		if f.claim != nil && *f.claim != f.stored {
+			return &domain.Error{Code: domain.CodeIdentityOverride, Field: f.name,
+				Message: f.name + " differs from the agent's enrolled identity; identity comes only from enrollment"}
+		}
+	}
+	return nil
+}
+
+// write turns a checked heartbeat into the store's write: the idempotency key and hash, the
+// identity refresh and the event payload the projector reads.
+func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *Heartbeat, received time.Time) (*store.HeartbeatWrite, error) {
+	hash, err := hb.Hash()
+	if err != nil {
+		return nil, err
+	}
+	hbID := ids.New() // without an id from the agent, nothing can repeat it
+	if hb.HeartbeatID != nil {
+		hbID = *hb.HeartbeatID
+	}
+	t := &projection.Telemetry{SiteID: id.SiteID, HeartbeatID: hbID, AgentVersion: hb.AgentVersion}
+	switch {
+	case hb.Hostname != nil:
+		t.Hostname = *hb.Hostname
+	case id.Hostname != nil:
+		t.Hostname = *id.Hostname
+	}
+	if hb.SentAt != nil {
+		sent := hb.SentAt.UTC().Format(time.RFC3339Nano)
+		t.SentAt = &sent
+	}
+	if inv := hb.Inventory; inv != nil {
+		t.OS, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, t.Facts = inv.OS, inv.CPUCount, inv.MemoryBytes, inv.UptimeSeconds, inv.Facts
+		if inv.IPAddresses != nil {
+			t.IPAddresses = &inv.IPAddresses
+		}
+		if inv.MACAddresses != nil {
+			t.MACAddresses = &inv.MACAddresses
+		}
+	}
+	payload, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	return &store.HeartbeatWrite{TenantID: id.TenantID, AgentID: id.AgentID, AssetID: id.AssetID,
+		PrincipalID: caller.ID, HeartbeatID: hbID, RequestHash: hash, ReceivedAt: received,
+		Hostname: hb.Hostname, AgentVersion: hb.AgentVersion, Payload: payload, Telemetry: t}, nil
+}
+
+// Hash is the idempotency hash: SHA-256 of the canonical JSON of the content.
+func (hb *Heartbeat) Hash() (string, error) {
+	c := *hb
+	if c.SentAt != nil {
+		utc := c.SentAt.UTC()
+		c.SentAt = &utc
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}

@@ -1,0 +1,378 @@
+// Command oneprotect is the OneProtect Telemetry service and its operator tools.
+//
+//	oneprotect serve [flags]                 run the HTTP service (migrates first)
+//	oneprotect migrate                       apply database migrations
+//	oneprotect tenant create --name N [--slug S] [--json]
+//	oneprotect user create --tenant T --name N --role admin|viewer [--json]
+//	oneprotect projections rebuild           replay the event log into the asset read model
+//
+// Every flag can also come from ONEPROTECT_<FLAG_IN_UPPER_SNAKE>; a flag on the command
+// line wins over the environment.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/app"
+	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage: oneprotect <command> [flags]
+
+commands:
+  serve                  run the service (see: oneprotect serve -h)
+  migrate                apply the database migrations
+  tenant create          create a tenant
+  user create            create a user and print its API token
+  projections rebuild    rebuild the asset read model from the event log
+  agent                  run an agent on this machine
+  loadgen                drive simulated agents against a server
+
+every command takes --db (env ONEPROTECT_DB): a postgres:// URL or a SQLite file path
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd := strings.Join(args[:min(2, len(args))], " "); {
+	case args[0] == "serve":
+		err = serve(ctx, args[1:], stderr)
+	case args[0] == "migrate":
+		err = migrate(ctx, args[1:], stdout)
+	case cmd == "tenant create":
+		err = tenantCreate(ctx, args[2:], stdout)
+	case cmd == "user create":
+		err = userCreate(ctx, args[2:], stdout)
+	case cmd == "projections rebuild":
+		err = projectionsRebuild(ctx, args[2:], stdout)
+	case args[0] == "agent":
+		err = agentCommand(ctx, args[1:], stdout, stderr)
+	case args[0] == "loadgen":
+		err = loadgenCommand(ctx, args[1:], stdout, stderr)
+	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "oneprotect: unknown command %q\n\n%s", strings.Join(args, " "), usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		var de *domain.Error
+		if errors.As(err, &de) {
+			fmt.Fprintf(stderr, "oneprotect: %s\n", de.Message)
+		} else {
+			fmt.Fprintf(stderr, "oneprotect: %v\n", err)
+		}
+		var ee exitError
+		if errors.As(err, &ee) {
+			return int(ee)
+		}
+		return 1
+	}
+	return 0
+}
+
+// exitError asks for a specific exit code.
+type exitError int
+
+func (e exitError) Error() string { return "exit " + strconv.Itoa(int(e)) }
+
+// newFlags makes a flag set whose flags also read ONEPROTECT_<NAME> from the environment.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	return fs
+}
+
+// parse applies environment defaults, then the command line.
+func parse(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "ONEPROTECT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("invalid %s=%q: %v", env, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
+func dbFlag(fs *flag.FlagSet) *string {
+	return fs.String("db", "oneprotect.db", "database: a postgres:// URL or a SQLite file path (env ONEPROTECT_DB)")
+}
+
+// byteSize is a flag value like 1MiB, 512KiB or 1048576.
+type byteSize int64
+
+func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) Set(s string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n <= 0 || n > (1<<40)/mult {
+		return errors.New("want a positive size such as 1MiB")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	def := app.Defaults()
+	fs := newFlags("serve")
+	db := dbFlag(fs)
+	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	interval := fs.Duration("heartbeat-interval", def.HeartbeatInterval, "heartbeat interval advertised to agents")
+	offline := fs.Duration("offline-after", def.OfflineAfter, "an asset is online while its last heartbeat is younger")
+	stale := fs.Duration("stale-after", def.StaleAfter, "identities silent this long become STALE")
+	sweep := fs.Duration("sweep-interval", def.SweepInterval, "how often the stale sweeper runs")
+	pg := fs.Bool("playground", def.Playground, "serve the GraphQL playground at /playground")
+	intro := fs.Bool("introspection", def.Introspection, "allow GraphQL introspection (and field suggestions)")
+	maxBody := byteSize(def.MaxBody)
+	fs.Var(&maxBody, "max-body", "largest request body, e.g. 1MiB")
+	demo := fs.Bool("demo", false, "demo mode: a demo tenant, an admin token and simulated agents")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	for name, d := range map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
+		"stale-after": *stale, "sweep-interval": *sweep} {
+		if d <= 0 {
+			return fmt.Errorf("--%s must be positive", name)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
+		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log}
+	a, err := app.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           a.Handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	a.Run(bg)
+	base := "http://" + ln.Addr().String()
+	log.Info("serving", "addr", ln.Addr().String(), "db", redactDSN(*db), "playground", *pg)
+	if *demo {
+		if err := startDemo(bg, a, base, stderr); err != nil {
+			return err
+		}
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// SIGTERM or SIGINT: stop accepting, let in-flight requests finish, then exit 0.
+	log.Info("shutting down: draining in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stopBG()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func redactDSN(dsn string) string {
+	if !store.IsPostgres(dsn) {
+		return dsn
+	}
+	if i := strings.Index(dsn, "@"); i > 0 {
+		if j := strings.Index(dsn, "://"); j > 0 && j < i {
+			return dsn[:j+3] + "***" + dsn[i:]
+		}
+	}
+	return dsn
+}
+
+func openStore(ctx context.Context, db string) (*store.Store, error) {
+	st, err := store.Open(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+func migrate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("migrate")
+	db := dbFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	applied, err := st.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		if applied == nil {
+			applied = []string{}
+		}
+		return printJSON(stdout, map[string]any{"applied": applied})
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(stdout, "database is up to date")
+	}
+	for _, m := range applied {
+		fmt.Fprintln(stdout, "applied", m)
+	}
+	return nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}
+
+func withApp(ctx context.Context, db string, fn func(a *app.App) error) error {
+	cfg := app.Defaults()
+	cfg.DB = db
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := app.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return fn(a)
+}
+
+func tenantCreate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("tenant create")
+	db := dbFlag(fs)
+	name := fs.String("name", "", "tenant name (required)")
+	slug := fs.String("slug", "", "URL-safe short name (default: derived from the name)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return withApp(ctx, *db, func(a *app.App) error {
+		t, err := a.Tenancy.CreateTenant(ctx, *name, *slug)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, map[string]string{"tenant_id": t.ID, "slug": t.Slug})
+		}
+		fmt.Fprintf(stdout, "tenant %s created (slug %s)\n", t.ID, t.Slug)
+		return nil
+	})
+}
+
+func userCreate(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("user create")
+	db := dbFlag(fs)
+	tenant := fs.String("tenant", "", "tenant id or slug (required)")
+	name := fs.String("name", "", "user name (required)")
+	role := fs.String("role", "", "admin or viewer (required)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return withApp(ctx, *db, func(a *app.App) error {
+		p, token, err := a.Tenancy.CreateUser(ctx, *tenant, *name, domain.Role(strings.ToUpper(*role)))
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, map[string]string{"principal_id": p.ID, "token": token})
+		}
+		fmt.Fprintf(stdout, "user %s created; its token (shown once):\n%s\n", p.ID, token)
+		return nil
+	})
+}
+
+func projectionsRebuild(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("projections rebuild")
+	db := dbFlag(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	st, err := openStore(ctx, *db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n, err := st.RebuildProjections(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, map[string]int{"events_replayed": n})
+	}
+	fmt.Fprintf(stdout, "asset read model rebuilt from %d events\n", n)
+	return nil
+}
