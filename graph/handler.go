@@ -90,4 +90,3 @@ func websocketInit(r *Resolver, o Options) transport.WebsocketInitFunc {
 		return ctx, nil, nil
 	}
 }
-

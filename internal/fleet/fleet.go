@@ -135,7 +135,9 @@ func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string
 	}
 	edges, info := page(rows, n, func(a *domain.AgentIdentity) string { return a.AgentID },
 		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
-		func(c string, a *domain.AgentIdentity) AgentIdentityEdge { return AgentIdentityEdge{Cursor: c, Node: a} })
+		func(c string, a *domain.AgentIdentity) AgentIdentityEdge {
+			return AgentIdentityEdge{Cursor: c, Node: a}
+		})
 	return &AgentIdentityConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
 		return s.Store.CountAgentIdentities(ctx, p.TenantID, f)
 	}}}, nil
@@ -189,7 +191,9 @@ func (s *Service) EnrollmentTokens(ctx context.Context, first *int, after *strin
 	}
 	edges, info := page(rows, n, func(t *domain.EnrollmentToken) string { return t.ID },
 		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
-		func(c string, t *domain.EnrollmentToken) EnrollmentTokenEdge { return EnrollmentTokenEdge{Cursor: c, Node: t} })
+		func(c string, t *domain.EnrollmentToken) EnrollmentTokenEdge {
+			return EnrollmentTokenEdge{Cursor: c, Node: t}
+		})
 	return &EnrollmentTokenConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
 		return s.Store.CountEnrollmentTokens(ctx, p.TenantID)
 	}}}, nil

@@ -240,4 +240,3 @@ func (s *Store) replay(ctx context.Context, tx bun.Tx, r *eventRow) error {
 	}
 	return nil
 }
-

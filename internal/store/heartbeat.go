@@ -283,4 +283,3 @@ func (s *Store) runBatch(jobs []*heartbeatJob) error {
 	}
 	return nil
 }
-

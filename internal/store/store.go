@@ -175,7 +175,7 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx
 }
 
 // Micros converts a time to the stored unit (unix microseconds); FromMicros converts back.
-func Micros(t time.Time) int64 { return t.UnixMicro() }
+func Micros(t time.Time) int64      { return t.UnixMicro() }
 func FromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
 func optMicros(t *time.Time) *int64 {
