@@ -1,0 +1,33 @@
+# OneProtect Telemetry. `make run` serves on the embedded SQLite default; `make test` runs
+# every test (on PostgreSQL too when ONEPROTECT_TEST_POSTGRES is set).
+GO ?= go
+BIN := bin/oneprotect
+
+.PHONY: build run demo test test-short generate vet bench clean
+
+build:
+	$(GO) build -o $(BIN) .
+
+run:
+	$(GO) run . serve
+
+demo:
+	$(GO) run . serve --demo --db demo.db
+
+test:
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+test-short:
+	$(GO) test -count=1 ./...
+
+generate:
+	$(GO) tool gqlgen generate
+
+vet:
+	$(GO) vet ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+clean:
+	rm -rf bin
