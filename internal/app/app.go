@@ -85,7 +85,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, err
 	}
 	a := &App{Config: cfg, Store: st, Metrics: observe.NewMetrics()}
-	a.Auth = &auth.Authenticator{Tokens: st, Now: cfg.Now}
+	a.Auth = auth.NewAuthenticator(st, cfg.Now)
 	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now}
 	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}
 	pgDSN := ""

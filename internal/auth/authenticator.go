@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/expirable"
+
 	"github.com/oneprotect/telemetry/internal/domain"
 )
 
@@ -14,16 +16,39 @@ type TokenStore interface {
 	PrincipalByTokenHash(ctx context.Context, hash string, now time.Time) (*domain.Principal, string, error)
 }
 
-// Authenticator turns bearer tokens into principals.
+// Authenticator turns bearer tokens into principals. Valid tokens are cached by hash for a
+// short while (principals never change; tokens have no revocation call yet, and an expiry is
+// re-checked on every hit), which takes a database read off every heartbeat.
 type Authenticator struct {
 	Tokens TokenStore
 	Now    func() time.Time
+	cache  *expirable.LRU[string, *domain.Principal]
+}
+
+// Token cache bounds: entries and how long one is trusted before the database is asked again.
+const (
+	tokenCacheSize = 200_000
+	tokenCacheTTL  = 30 * time.Second
+)
+
+// NewAuthenticator returns an Authenticator with its cache.
+func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
+	return &Authenticator{Tokens: tokens, Now: now, cache: expirable.NewLRU[string, *domain.Principal](tokenCacheSize, nil, tokenCacheTTL)}
 }
 
 // Authenticate returns the principal of token, or ErrUnauthenticated for an unknown, expired
 // or revoked one. A database failure is returned as is (the caller answers 503, not 401).
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain.Principal, error) {
 	hash := HashToken(token)
+	if a.cache != nil {
+		if p, ok := a.cache.Get(hash); ok {
+			if p.ExpiresAt == nil || a.Now().Before(*p.ExpiresAt) {
+				return p, nil
+			}
+			a.cache.Remove(hash)
+			return nil, domain.ErrUnauthenticated
+		}
+	}
 	p, stored, err := a.Tokens.PrincipalByTokenHash(ctx, hash, a.Now())
 	if err != nil {
 		var de *domain.Error
@@ -34,6 +59,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 	}
 	if !HashesEqual(stored, hash) {
 		return nil, domain.ErrUnauthenticated
+	}
+	if a.cache != nil {
+		a.cache.Add(hash, p)
 	}
 	return p, nil
 }

@@ -62,6 +62,8 @@ type Principal struct {
 	Name      string
 	ActorKind ActorKind
 	ActorID   string
+	// ExpiresAt is the expiry of the token that authenticated this principal, if it has one.
+	ExpiresAt *time.Time
 }
 
 // IsAdmin reports whether p is a USER with the ADMIN role.

@@ -162,15 +162,18 @@ func (s *Store) PrincipalByTokenHash(ctx context.Context, hash string, now time.
 	var row struct {
 		principalRow
 		TokenHash string `bun:"token_hash"`
+		ExpiresAt *int64 `bun:"expires_at"`
 	}
-	err := s.R.NewRaw(`SELECT p.*, t.token_hash FROM api_tokens t
+	err := s.R.NewRaw(`SELECT p.*, t.token_hash, t.expires_at FROM api_tokens t
 		JOIN principals p ON p.id = t.principal_id AND p.tenant_id = t.tenant_id
 		WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)`,
 		hash, Micros(now)).Scan(ctx, &row)
 	if err != nil {
 		return nil, "", mapErr(err)
 	}
-	return row.principalRow.toDomain(), row.TokenHash, nil
+	p := row.principalRow.toDomain()
+	p.ExpiresAt = optTime(row.ExpiresAt)
+	return p, row.TokenHash, nil
 }
 
 // PrincipalsByID loads principals of one tenant by id.
