@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strconv"
@@ -176,8 +177,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	maxBody := byteSize(def.MaxBody)
 	fs.Var(&maxBody, "max-body", "largest request body, e.g. 1MiB")
 	demo := fs.Bool("demo", false, "demo mode: a demo tenant, an admin token and simulated agents")
+	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *demo && *offline == def.OfflineAfter {
+		// The demo's agents beat every 5-10s: a short window shows quiet ones going offline.
+		*offline = 30 * time.Second
 	}
 	for name, d := range map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
 		"stale-after": *stale, "sweep-interval": *sweep} {
@@ -210,6 +216,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	a.Run(bg)
+	if *pprofAddr != "" {
+		go servePprof(*pprofAddr, log)
+	}
 	base := "http://" + ln.Addr().String()
 	log.Info("serving", "addr", ln.Addr().String(), "db", redactDSN(*db), "playground", *pg)
 	if *demo {
@@ -235,6 +244,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// servePprof exposes the Go profiler on its own listener, never on the service's address.
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("pprof listener", "err", err)
+	}
 }
 
 func redactDSN(dsn string) string {

@@ -19,6 +19,9 @@ const (
 	// heartbeatCost makes an 11th submitHeartbeat in one operation exceed the limit, while
 	// ten with their result fields stay under it.
 	heartbeatCost = 2_400
+	// perParentQuery is the extra cost of a nested connection that runs one query per parent
+	// (Asset.events), so a page of 500 assets cannot ask for 500 event listings.
+	perParentQuery = 50
 )
 
 func saturate(n int64) int {
@@ -60,7 +63,8 @@ func Complexity() generated.ComplexityRoot {
 		return listCost(child, pageSize(first))
 	}
 	c.Asset.Events = func(child int, first *int, _ *string) int {
-		return listCost(child, pageSize(first))
+		// Each asset's events are a query of their own, unlike batched fields.
+		return saturate(perParentQuery + int64(listCost(child, pageSize(first))))
 	}
 	c.Query.Sites = func(child int) int { return listCost(child, unpagedList) }
 	c.Query.Collectors = func(child int, _ *string) int { return listCost(child, unpagedList) }

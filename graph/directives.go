@@ -26,13 +26,10 @@ func Directives() generated.DirectiveRoot {
 			}
 			return next(ctx)
 		},
+		// SERVICE_ACCOUNT_REQUIRED for a user, as the heartbeat's order of checks says.
 		ServiceAccount: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
-			p, err := auth.Authenticated(ctx)
-			if err != nil {
+			if _, err := auth.RequireServiceAccount(ctx); err != nil {
 				return nil, err
-			}
-			if p.Kind != domain.KindServiceAccount {
-				return nil, domain.ErrForbidden
 			}
 			return next(ctx)
 		},

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/oneprotect/telemetry/internal/domain"
@@ -20,6 +23,7 @@ import (
 func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gerr := graphql.DefaultErrorPresenter(ctx, err)
+		argField := argumentField(ctx, gerr.Path)
 		var de *domain.Error
 		if errors.As(err, &de) {
 			gerr.Message = de.Message
@@ -29,8 +33,16 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			gerr.Extensions["code"] = strings.ToUpper(string(de.Code))
 			if de.Field != "" {
 				gerr.Extensions["field"] = de.Field
+			} else if argField != "" {
+				gerr.Extensions["field"] = argField
 			}
 			return gerr
+		}
+		// A scalar of an argument that would not coerce (a Time that does not parse, a JSON
+		// that is not an object): bad input, not an internal error.
+		if _, ok := gerr.Extensions["code"]; !ok && argField != "" {
+			return &gqlerror.Error{Message: argField + ": " + gerr.Message, Path: gerr.Path, Locations: gerr.Locations,
+				Extensions: map[string]any{"code": strings.ToUpper(string(domain.CodeInvalidRequest)), "field": argField}}
 		}
 		if _, ok := gerr.Extensions["code"]; ok {
 			return gerr // parse, validation and complexity errors from gqlgen
@@ -44,6 +56,34 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 		return &gqlerror.Error{Message: "internal error (request " + id + ")", Path: gerr.Path,
 			Extensions: map[string]any{"code": "INTERNAL", "requestId": id}}
 	}
+}
+
+// argumentField names the argument value an error is about ("sentAt", "inventory.facts"),
+// or "" for an error of the field itself. gqlgen reports argument errors on a path that
+// continues past the field's own: the argument's name, then the input fields.
+func argumentField(ctx context.Context, path ast.Path) string {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil {
+		return ""
+	}
+	own := len(fc.Path())
+	if len(path) <= own || !reflect.DeepEqual(path[:own], fc.Path()) {
+		return ""
+	}
+	rest := path[own:]
+	if len(rest) > 1 {
+		rest = rest[1:] // the argument's own name, such as "input"
+	}
+	names := make([]string, 0, len(rest))
+	for _, el := range rest {
+		switch el := el.(type) {
+		case ast.PathName:
+			names = append(names, string(el))
+		case ast.PathIndex:
+			names = append(names, strconv.Itoa(int(el)))
+		}
+	}
+	return strings.Join(names, ".")
 }
 
 // Recover turns a resolver panic into an internal error; the panic is logged, not shown.

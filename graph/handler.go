@@ -48,7 +48,9 @@ func NewServer(r *Resolver, o Options) *handler.Server {
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
+	srv.Use(newShapeLimit())
 	srv.Use(extension.FixedComplexityLimit(ComplexityLimit))
+	srv.Use(executionMarker{})
 	if o.Introspection {
 		srv.Use(extension.Introspection{})
 	} else {
@@ -86,7 +88,8 @@ func websocketInit(r *Resolver, o Options) transport.WebsocketInitFunc {
 			return refuse(errors.New("invalid token"))
 		}
 		ctx = auth.WithPrincipal(ctx, p)
-		ctx = loaders.With(ctx, loaders.New(r.Fleet.Store, p.TenantID, o.OnlineSince))
+		// A connection lives long: its loaders batch but never cache, so every update is fresh.
+		ctx = loaders.With(ctx, loaders.NewUncached(r.Fleet.Store, p.TenantID, o.OnlineSince))
 		return ctx, nil, nil
 	}
 }

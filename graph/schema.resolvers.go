@@ -166,7 +166,7 @@ func (r *queryResolver) Assets(ctx context.Context, first *int, after *string, f
 	if filter != nil {
 		f = store.AssetFilter{SiteID: filter.SiteID, Online: filter.Online, HostnameContains: filter.HostnameContains}
 	}
-	return r.Fleet.Assets(ctx, first, after, f)
+	return prefetchAssets(ctx)(r.Fleet.Assets(ctx, first, after, f))
 }
 
 // AgentIdentity is the resolver for the agentIdentity field.
@@ -180,7 +180,7 @@ func (r *queryResolver) AgentIdentities(ctx context.Context, first *int, after *
 	if filter != nil {
 		f = store.IdentityFilter{SiteID: filter.SiteID, Status: filter.Status}
 	}
-	return r.Fleet.AgentIdentities(ctx, first, after, f)
+	return prefetchIdentities(ctx)(r.Fleet.AgentIdentities(ctx, first, after, f))
 }
 
 // Events is the resolver for the events field.

@@ -29,9 +29,20 @@ type Loaders struct {
 
 type key struct{}
 
-// New makes loaders for one tenant. onlineSince gives the instant that decides online.
+// New makes loaders for one tenant and one request. onlineSince gives the instant that
+// decides online.
 func New(s *store.Store, tenantID string, onlineSince func() int64) *Loaders {
-	opts := []dataloadgen.Option{dataloadgen.WithWait(time.Millisecond), dataloadgen.WithBatchCapacity(1000)}
+	return newLoaders(s, tenantID, onlineSince)
+}
+
+// NewUncached makes loaders that batch but do not cache, for a long-lived subscription
+// connection whose updates must not be answered from what an earlier update loaded.
+func NewUncached(s *store.Store, tenantID string, onlineSince func() int64) *Loaders {
+	return newLoaders(s, tenantID, onlineSince, dataloadgen.WithoutCache())
+}
+
+func newLoaders(s *store.Store, tenantID string, onlineSince func() int64, extra ...dataloadgen.Option) *Loaders {
+	opts := append([]dataloadgen.Option{dataloadgen.WithWait(time.Millisecond), dataloadgen.WithBatchCapacity(1000)}, extra...)
 	return &Loaders{
 		Site: dataloadgen.NewMappedLoader(mapped(func(ctx context.Context, ids []string) ([]*domain.Site, error) {
 			return s.SitesByID(ctx, tenantID, ids)

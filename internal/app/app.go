@@ -144,7 +144,7 @@ func (a *App) routes() http.Handler {
 	gql := graph.NewServer(&graph.Resolver{Tenancy: a.Tenancy, Enrollment: a.Enrollment, Telemetry: a.Telemetry,
 		Fleet: a.Fleet, Live: a.Live}, graph.Options{Introspection: a.Config.Introspection, MaxBody: a.Config.MaxBody,
 		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log})
-	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, loaders.Middleware(a.Store, onlineSince, gql))))
+	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, loaders.Middleware(a.Store, onlineSince, graph.HTTP(gql)))))
 
 	if a.Config.Playground {
 		pg := playground.Handler("OneProtect Telemetry", "/playground", "/query")

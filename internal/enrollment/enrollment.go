@@ -32,6 +32,8 @@ type Service struct {
 	Now     func() time.Time
 	// HeartbeatInterval is advertised to enrolled agents.
 	HeartbeatInterval time.Duration
+	// SweepBatch bounds how many identities one sweeper transaction marks (0: SweepBatch).
+	SweepBatch int
 }
 
 // NewToken is a freshly minted enrollment token; Secret is shown once.
@@ -49,7 +51,8 @@ func (s *Service) CreateToken(ctx context.Context, siteID string, collectorID *s
 	}
 	ttl := DefaultTTL
 	if ttlSeconds != nil {
-		if *ttlSeconds < 1 || time.Duration(*ttlSeconds)*time.Second > MaxTTL {
+		// Compared in seconds, so a huge value cannot overflow a Duration.
+		if *ttlSeconds < 1 || int64(*ttlSeconds) > int64(MaxTTL/time.Second) {
 			return nil, domain.Invalid("ttlSeconds", "ttlSeconds must be between 1 and %d", int(MaxTTL.Seconds()))
 		}
 		ttl = time.Duration(*ttlSeconds) * time.Second
@@ -132,9 +135,13 @@ func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, er
 	if req.EnrollmentToken == "" {
 		return nil, domain.Invalid("enrollment_token", "enrollment_token is required")
 	}
-	for field, v := range map[string]*string{"hostname": req.Hostname, "agent_version": req.AgentVersion, "machine_id": req.MachineID} {
-		if v != nil && (utf8.RuneCountInString(*v) > maxFieldLength || !utf8.ValidString(*v)) {
-			return nil, domain.Invalid(field, "%s must be valid UTF-8 of at most %d characters", field, maxFieldLength)
+	// A slice, not a map: with several bad fields the same one is always named first.
+	for _, f := range []struct {
+		name  string
+		value *string
+	}{{"hostname", req.Hostname}, {"agent_version", req.AgentVersion}, {"machine_id", req.MachineID}} {
+		if f.value != nil && (utf8.RuneCountInString(*f.value) > maxFieldLength || !utf8.ValidString(*f.value)) {
+			return nil, domain.Invalid(f.name, "%s must be valid UTF-8 of at most %d characters", f.name, maxFieldLength)
 		}
 	}
 	if req.MachineID != nil && *req.MachineID == "" {
@@ -222,7 +229,10 @@ func (s *Service) identity(ctx context.Context, tenantID, agentID string) (*doma
 	return id, err
 }
 
+// event builds a lifecycle event acted by p. The actor is also written into the payload,
+// because the GraphQL Event type (fixed by the contract) has no actor field.
 func (s *Service) event(p *domain.Principal, id *domain.AgentIdentity, typ string, payload map[string]any) *domain.Event {
+	payload["actor_id"], payload["actor_kind"] = p.ID, string(p.Kind)
 	b, _ := json.Marshal(payload)
 	return &domain.Event{ID: ids.New(), TenantID: id.TenantID, Type: typ, AssetID: &id.AssetID, AgentID: &id.AgentID,
 		ActorID: &p.ID, OccurredAt: s.Now(), Payload: b}

@@ -11,7 +11,8 @@ import (
 	"github.com/oneprotect/telemetry/internal/store"
 )
 
-// SweepBatch bounds one sweeper transaction, so the write lock is never held for long.
+// SweepBatch is the default bound of one sweeper transaction, so the write lock is never
+// held for long; Service.SweepBatch overrides it.
 const SweepBatch = 500
 
 // SweepActor is the actor recorded on agent.stale events.
@@ -22,16 +23,21 @@ const SweepActor = "system:stale-sweeper"
 func (s *Service) Sweep(ctx context.Context, staleAfter time.Duration) (int, error) {
 	now := s.Now()
 	cutoff := now.Add(-staleAfter)
-	payload, _ := json.Marshal(map[string]any{"stale_after_seconds": int64(staleAfter / time.Second)})
+	payload, _ := json.Marshal(map[string]any{"stale_after_seconds": int64(staleAfter / time.Second),
+		"actor_id": SweepActor, "actor_kind": "SYSTEM"})
 	actor := SweepActor
+	batch := s.SweepBatch
+	if batch <= 0 {
+		batch = SweepBatch
+	}
 	total := 0
 	for {
-		n, err := s.Store.SweepStale(ctx, cutoff, SweepBatch, func(m store.StaleIdentity) *domain.Event {
+		n, err := s.Store.SweepStale(ctx, cutoff, batch, func(m store.StaleIdentity) *domain.Event {
 			return &domain.Event{ID: ids.New(), TenantID: m.TenantID, Type: domain.EventAgentStale,
 				AssetID: &m.AssetID, AgentID: &m.AgentID, ActorID: &actor, OccurredAt: now, Payload: payload}
 		})
 		total += n
-		if err != nil || n < SweepBatch {
+		if err != nil || n < batch {
 			return total, err
 		}
 	}

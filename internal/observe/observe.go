@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,10 +24,15 @@ func RequestID(ctx context.Context) string {
 	return id
 }
 
+// Request ids are a random per-process prefix and a counter: unique across replicas and
+// restarts without a random read per request.
+var (
+	idPrefix  = func() string { var b [4]byte; _, _ = rand.Read(b[:]); return hex.EncodeToString(b[:]) }()
+	idCounter atomic.Uint64
+)
+
 func newID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return idPrefix + strconv.FormatUint(idCounter.Add(1), 36)
 }
 
 // Metrics are the service's Prometheus collectors, on a registry of their own.

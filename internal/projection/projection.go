@@ -22,18 +22,21 @@ type Execer interface {
 // heartbeat said, with the identity's binding. Nil fields were absent and keep the asset's
 // previous value; a present list or map replaces the previous one.
 type Telemetry struct {
-	SiteID        string                  `json:"site_id"`
-	HeartbeatID   string                  `json:"heartbeat_id,omitempty"`
-	SentAt        *string                 `json:"sent_at,omitempty"`
-	Hostname      string                  `json:"hostname"`
-	AgentVersion  *string                 `json:"agent_version,omitempty"`
-	OS            *domain.OperatingSystem `json:"os,omitempty"`
-	IPAddresses   *[]string               `json:"ip_addresses,omitempty"`
-	MACAddresses  *[]string               `json:"mac_addresses,omitempty"`
-	CPUCount      *int                    `json:"cpu_count,omitempty"`
-	MemoryBytes   *float64                `json:"memory_bytes,omitempty"`
-	UptimeSeconds *float64                `json:"uptime_seconds,omitempty"`
-	Facts         map[string]any          `json:"facts,omitempty"`
+	SiteID      string  `json:"site_id"`
+	HeartbeatID string  `json:"heartbeat_id,omitempty"`
+	SentAt      *string `json:"sent_at,omitempty"`
+	Hostname    string  `json:"hostname"`
+	// HostnameReported says the heartbeat carried Hostname; otherwise Hostname is the
+	// identity's, used only when the asset is created, and the asset keeps the one it has.
+	HostnameReported bool                    `json:"hostname_reported,omitempty"`
+	AgentVersion     *string                 `json:"agent_version,omitempty"`
+	OS               *domain.OperatingSystem `json:"os,omitempty"`
+	IPAddresses      *[]string               `json:"ip_addresses,omitempty"`
+	MACAddresses     *[]string               `json:"mac_addresses,omitempty"`
+	CPUCount         *int                    `json:"cpu_count,omitempty"`
+	MemoryBytes      *float64                `json:"memory_bytes,omitempty"`
+	UptimeSeconds    *float64                `json:"uptime_seconds,omitempty"`
+	Facts            map[string]any          `json:"facts,omitempty"`
 }
 
 // Enrolled is the part of agent.enrolled's payload the projection uses: a re-enrolled machine
@@ -57,7 +60,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?
 ON CONFLICT (id) DO UPDATE SET
   site_id = excluded.site_id,
   agent_id = excluded.agent_id,
-  hostname = excluded.hostname,
+  hostname = CASE WHEN ? THEN excluded.hostname ELSE assets.hostname END,
   os_name = CASE WHEN ? THEN excluded.os_name ELSE assets.os_name END,
   os_version = CASE WHEN ? THEN excluded.os_version ELSE assets.os_version END,
   os_kernel = CASE WHEN ? THEN excluded.os_kernel ELSE assets.os_kernel END,
@@ -125,7 +128,7 @@ func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, ass
 	err = tx.QueryRowContext(ctx, p.upsertAsset,
 		assetID, tenantID, t.SiteID, agentID, t.Hostname, osName, osVersion, osKernel, osArch,
 		ips, macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, facts, occurredAt, occurredAt,
-		hasOS, hasOS, hasOS, hasOS, ips, macs, facts,
+		t.HostnameReported, hasOS, hasOS, hasOS, hasOS, ips, macs, facts,
 	).Scan(&count)
 	if err != nil {
 		return 0, fmt.Errorf("project telemetry: %w", err)

@@ -64,7 +64,7 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
 // may name (and must then match).
 type heartbeatBody struct {
 	HeartbeatID  *string              `json:"heartbeat_id"`
-	SentAt       *time.Time           `json:"sent_at"`
+	SentAt       *string              `json:"sent_at"` // parsed here, to name the field of any error
 	Hostname     *string              `json:"hostname"`
 	AgentVersion *string              `json:"agent_version"`
 	Inventory    *telemetry.Inventory `json:"inventory"`
@@ -110,8 +110,15 @@ func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
 	if err := h.readJSON(nil, r, &body); err != nil {
 		return nil, err
 	}
-	hb := &telemetry.Heartbeat{HeartbeatID: body.HeartbeatID, SentAt: body.SentAt, Hostname: body.Hostname,
+	hb := &telemetry.Heartbeat{HeartbeatID: body.HeartbeatID, Hostname: body.Hostname,
 		AgentVersion: body.AgentVersion, Inventory: body.Inventory}
+	if body.SentAt != nil {
+		sent, err := time.Parse(time.RFC3339Nano, *body.SentAt)
+		if err != nil {
+			return nil, domain.Invalid("sent_at", "sent_at must be an RFC 3339 timestamp")
+		}
+		hb.SentAt = &sent
+	}
 	claims := &telemetry.IdentityClaims{TenantID: body.TenantID, SiteID: body.SiteID, CollectorID: body.CollectorID,
 		AssetID: body.AssetID, AgentID: body.AgentID}
 	return h.Telemetry.Submit(r.Context(), r.PathValue("agent_id"), hb, claims)
@@ -131,6 +138,9 @@ func (h *Handler) readJSON(w http.ResponseWriter, r *http.Request, dst any) erro
 			return &domain.Error{Code: domain.CodePayloadTooLarge, Message: fmt.Sprintf("the body exceeds %d bytes", h.MaxBody)}
 		}
 		return domain.Invalid("body", "the body could not be read")
+	}
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
+		return domain.Invalid("body", "the body must be a JSON object")
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(dst); err != nil {

@@ -182,6 +182,13 @@ func (s *Store) FleetSummary(ctx context.Context, tenantID string, siteID *strin
 // in id order, in one transaction: readers see the old model until the new one is complete.
 func (s *Store) RebuildProjections(ctx context.Context) (events int, err error) {
 	err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if s.Dialect == Postgres {
+			// Heartbeats committing meanwhile wait for the new model instead of being lost from
+			// it or counted twice; readers keep reading the old one. (SQLite has one writer.)
+			if _, err := tx.ExecContext(ctx, "LOCK TABLE assets IN EXCLUSIVE MODE"); err != nil {
+				return err
+			}
+		}
 		if _, err := tx.NewDelete().Model((*assetRow)(nil)).Where("1 = 1").Exec(ctx); err != nil {
 			return err
 		}
@@ -216,7 +223,7 @@ func (s *Store) replay(ctx context.Context, tx bun.Tx, r *eventRow) error {
 	if r.AssetID == nil || r.AgentID == nil {
 		return nil
 	}
-	ptx := preparedTx{tx: tx.Tx, cache: s.stmts}
+	ptx := &preparedTx{tx: tx.Tx, cache: s.stmts}
 	switch r.Type {
 	case domain.EventAgentEnrolled:
 		var e projection.Enrolled

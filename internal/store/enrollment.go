@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"hash/fnv"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -107,9 +108,29 @@ var ErrInvalidEnrollmentToken = &domain.Error{Code: domain.CodeInvalidEnrollment
 func (s *Store) Enroll(ctx context.Context, e *Enrollment) error {
 	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error { return s.enroll(ctx, tx, e) })
 	if domain.ErrorCode(err) == domain.CodeConflict && e.Identity.MachineID != nil {
-		// Another enrollment of the same machine committed first; supersede it.
+		// Backstop only: the machine lock below already serializes re-enrollments of one
+		// machine, but if another enrollment still won the unique index, supersede it.
 		err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error { return s.enroll(ctx, tx, e) })
 	}
+	return err
+}
+
+// machineLockClass namespaces the per-machine advisory locks (the two-int4 key space, apart
+// from the sweeper's single bigint key).
+const machineLockClass = 0x6f6e6d63 // "onmc"
+
+// lockMachine serializes enrollments of one machine of a tenant until the transaction ends,
+// so each one sees the identity the previous one created and supersedes it. SQLite needs
+// nothing: its single writer connection already runs write transactions one at a time.
+func (s *Store) lockMachine(ctx context.Context, tx bun.Tx, tenantID, machineID string) error {
+	if s.Dialect != Postgres {
+		return nil
+	}
+	h := fnv.New32a()
+	h.Write([]byte(tenantID))
+	h.Write([]byte{0})
+	h.Write([]byte(machineID))
+	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(?, ?)", machineLockClass, int32(h.Sum32()))
 	return err
 }
 
@@ -118,7 +139,7 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 	var tok enrollmentTokenRow
 	err := tx.NewRaw(`UPDATE enrollment_tokens SET uses = uses + 1
 		WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses
-		RETURNING id, tenant_id, site_id, collector_id`, e.TokenHash, now).Scan(ctx, &tok)
+		RETURNING id, tenant_id, site_id, collector_id, created_by`, e.TokenHash, now).Scan(ctx, &tok)
 	if errors.Is(mapErr(err), ErrNotFound) {
 		return ErrInvalidEnrollmentToken
 	}
@@ -128,9 +149,16 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 	id := e.Identity
 	id.TenantID, id.SiteID, id.CollectorID = tok.TenantID, tok.SiteID, tok.CollectorID
 	id.Status, id.EnrolledAt, id.PrincipalID = domain.StatusEnrolled, e.Now, e.Principal.ID
+	// The acting principal of an enrollment is the agent's new service account; the admin who
+	// minted the token authorized it.
+	actor := actorPayload{ActorID: e.Principal.ID, ActorKind: string(domain.KindServiceAccount), AuthorizedBy: tok.CreatedBy}
 
 	var superseded []string
+	reenrolled := false
 	if id.MachineID != nil {
+		if err := s.lockMachine(ctx, tx, id.TenantID, *id.MachineID); err != nil {
+			return err
+		}
 		var previous []identityRow
 		err := tx.NewSelect().Model(&previous).Where("tenant_id = ? AND machine_id = ?", id.TenantID, *id.MachineID).
 			Order("enrolled_at DESC").Scan(ctx)
@@ -139,21 +167,26 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 		}
 		if len(previous) > 0 {
 			id.AssetID = previous[0].AssetID
+			reenrolled = true
 		}
 		for i := range previous {
 			old := previous[i].toDomain()
-			if old.Status == domain.StatusRevoked {
-				continue
-			}
-			_, err := tx.NewUpdate().Model((*identityRow)(nil)).
+			res, err := tx.NewUpdate().Model((*identityRow)(nil)).
 				Set("status = ?", string(domain.StatusRevoked)).Set("revoked_at = ?", now).Set("revoked_reason = ?", "superseded").
-				Where("tenant_id = ? AND agent_id = ?", old.TenantID, old.AgentID).Exec(ctx)
+				Where("tenant_id = ? AND agent_id = ? AND status <> ?", old.TenantID, old.AgentID, string(domain.StatusRevoked)).Exec(ctx)
 			if err != nil {
 				return err
 			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				continue // already revoked: nothing changes, no event
+			}
 			if err := appendEvent(ctx, tx, &domain.Event{ID: ids.New(), TenantID: old.TenantID, Type: domain.EventAgentRevoked,
 				AssetID: &old.AssetID, AgentID: &old.AgentID, ActorID: &e.Principal.ID, OccurredAt: e.Now,
-				Payload: mustJSON(map[string]any{"reason": "superseded", "superseded_by": id.AgentID})}); err != nil {
+				Payload: mustJSON(struct {
+					Reason       string `json:"reason"`
+					SupersededBy string `json:"superseded_by"`
+					actorPayload
+				}{"superseded", id.AgentID, actor})}); err != nil {
 				return err
 			}
 			superseded = append(superseded, old.AgentID)
@@ -174,11 +207,25 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 	enrolled := projection.Enrolled{SiteID: id.SiteID, CollectorID: id.CollectorID, MachineID: id.MachineID,
 		Hostname: id.Hostname, AgentVersion: id.AgentVersion, EnrollmentTokenID: tok.ID, Superseded: superseded}
 	if err := appendEvent(ctx, tx, &domain.Event{ID: ids.New(), TenantID: id.TenantID, Type: domain.EventAgentEnrolled,
-		AssetID: &id.AssetID, AgentID: &id.AgentID, ActorID: &sa.ID, OccurredAt: e.Now, Payload: mustJSON(enrolled)}); err != nil {
+		AssetID: &id.AssetID, AgentID: &id.AgentID, ActorID: &sa.ID, OccurredAt: e.Now,
+		Payload: mustJSON(struct {
+			projection.Enrolled
+			actorPayload
+		}{enrolled, actor})}); err != nil {
 		return err
 	}
-	if id.MachineID == nil || len(superseded) == 0 {
-		return nil // no asset yet: it appears with the first heartbeat
+	if !reenrolled {
+		return nil // a new asset id: the asset appears with the first heartbeat
 	}
+	// The machine's asset (if it has appeared) follows the new identity, even when the previous
+	// identity had already been revoked by an admin.
 	return s.proj.ApplyEnrolled(ctx, tx.Tx, id.TenantID, id.AssetID, id.AgentID, &enrolled)
+}
+
+// actorPayload records the acting principal in a lifecycle event's payload, where the events
+// query shows it (the contract's Event type has no actor field).
+type actorPayload struct {
+	ActorID      string `json:"actor_id"`
+	ActorKind    string `json:"actor_kind"`
+	AuthorizedBy string `json:"authorized_by,omitempty"`
 }

@@ -67,7 +67,7 @@ WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE')`),
 // duplicates without writing anything else), then the identity, guarded by its status so a
 // revocation that raced the check still wins, then the projection. It returns an error only
 // for a database failure, which aborts the whole transaction.
-func (s *Store) applyHeartbeat(ctx context.Context, tx preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
 	st := s.hb
 	at := Micros(w.ReceivedAt)
 	// Allocated before the telemetry event's id so that, in id order, discovery comes first.
@@ -85,6 +85,15 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx preparedTx, w *HeartbeatW
 		var occurred int64
 		if err := tx.QueryRowContext(ctx, st.selectHash, w.AgentID, w.HeartbeatID).Scan(&hash, &occurred); err != nil {
 			return HeartbeatOutcome{}, err
+		}
+		// The identity's status outranks idempotency (CONTRACT §4's order), and the caller's
+		// view of it may come from a cache: ask the database.
+		var status string
+		if err := tx.QueryRowContext(ctx, st.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		if !domain.AgentStatus(status).CanSubmit() {
+			return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
 		}
 		if hash == w.RequestHash {
 			return HeartbeatOutcome{Duplicate: true, ReceivedAt: FromMicros(occurred)}, nil
@@ -263,13 +272,19 @@ func (s *Store) commitBatch(batch []*heartbeatJob) {
 
 // runBatch writes the jobs in one transaction and fills in their outcomes.
 func (s *Store) runBatch(jobs []*heartbeatJob) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	// SQLite runs in-process and cannot hang on a network; a cancellable context would also
+	// cost database/sql a goroutine per query. PostgreSQL gets a deadline.
+	ctx := context.Background()
+	if s.Dialect == Postgres {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+	}
 	tx, err := s.W.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	ptx := preparedTx{tx: tx, cache: s.stmts}
+	ptx := &preparedTx{tx: tx, cache: s.stmts}
 	for _, job := range jobs {
 		out, err := s.applyHeartbeat(ctx, ptx, job.w)
 		if err != nil {

@@ -158,8 +158,9 @@ func (s *Store) Reactivate(ctx context.Context, tenantID, agentID string, ev *do
 	return out, err
 }
 
-// staleSweepLockKey keeps PostgreSQL replicas from sweeping at the same time.
-const staleSweepLockKey = 0x6f6e657377656570 // "onesweep"
+// StaleSweepLockKey is the PostgreSQL advisory lock that keeps replicas from sweeping at the
+// same time (exported so a test can hold it as another replica would).
+const StaleSweepLockKey = 0x6f6e657377656570 // "onesweep"
 
 // StaleIdentity is one identity the sweeper marked STALE.
 type StaleIdentity struct {
@@ -178,19 +179,27 @@ func (s *Store) SweepStale(ctx context.Context, cutoff time.Time, limit int, new
 	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if s.Dialect == Postgres {
 			var locked bool
-			if err := tx.NewRaw("SELECT pg_try_advisory_xact_lock(?)", staleSweepLockKey).Scan(ctx, &locked); err != nil {
+			if err := tx.NewRaw("SELECT pg_try_advisory_xact_lock(?)", StaleSweepLockKey).Scan(ctx, &locked); err != nil {
 				return err
 			}
 			if !locked {
 				return nil
 			}
 		}
+		// On PostgreSQL the sweeper skips rows another transaction holds (a heartbeat in flight
+		// is about to make them ACTIVE anyway) instead of waiting for them: it never waits on a
+		// row lock, so it can never deadlock with a group commit that locks identities in
+		// another order. SQLite has one writer and no row locks.
+		skipLocked := ""
+		if s.Dialect == Postgres {
+			skipLocked = "FOR UPDATE SKIP LOCKED"
+		}
 		live := bun.In([]string{string(domain.StatusEnrolled), string(domain.StatusActive)})
 		err := tx.NewRaw(`UPDATE agent_identities SET status = ?
 			WHERE status IN (?) AND activity_at < ? AND agent_id IN (
-				SELECT agent_id FROM agent_identities WHERE status IN (?) AND activity_at < ? LIMIT ?)
+				SELECT agent_id FROM agent_identities WHERE status IN (?) AND activity_at < ? LIMIT ? ?)
 			RETURNING agent_id, tenant_id, asset_id`,
-			string(domain.StatusStale), live, Micros(cutoff), live, Micros(cutoff), limit).Scan(ctx, &marked)
+			string(domain.StatusStale), live, Micros(cutoff), live, Micros(cutoff), limit, bun.Safe(skipLocked)).Scan(ctx, &marked)
 		if err != nil {
 			return err
 		}

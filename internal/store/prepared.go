@@ -13,6 +13,24 @@ import (
 type preparedTx struct {
 	tx    *sql.Tx
 	cache *stmtCache
+	bound map[*sql.Stmt]*sql.Stmt // the cache's statements bound to tx, made once per tx
+}
+
+// stmt returns query's prepared statement bound to the transaction, or nil.
+func (p *preparedTx) stmt(ctx context.Context, query string) *sql.Stmt {
+	st := p.cache.get(query)
+	if st == nil {
+		return nil
+	}
+	if b, ok := p.bound[st]; ok {
+		return b
+	}
+	if p.bound == nil {
+		p.bound = make(map[*sql.Stmt]*sql.Stmt, 8)
+	}
+	b := p.tx.StmtContext(ctx, st)
+	p.bound[st] = b
+	return b
 }
 
 type stmtCache struct {
@@ -57,16 +75,16 @@ func (c *stmtCache) close() {
 	c.m = nil
 }
 
-func (p preparedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if st := p.cache.get(query); st != nil {
-		return p.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+func (p *preparedTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := p.stmt(ctx, query); st != nil {
+		return st.ExecContext(ctx, args...)
 	}
 	return p.tx.ExecContext(ctx, query, args...)
 }
 
-func (p preparedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if st := p.cache.get(query); st != nil {
-		return p.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+func (p *preparedTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := p.stmt(ctx, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
 	}
 	return p.tx.QueryRowContext(ctx, query, args...)
 }

@@ -45,6 +45,7 @@ type Store struct {
 	hb      *heartbeatStatements
 	stmts   *stmtCache
 	commit  *committer
+	reads   readStatements
 }
 
 // IsPostgres reports whether dsn selects PostgreSQL (CONTRACT §3).
@@ -153,6 +154,9 @@ func (s *Store) Rebind(query string) string {
 // Close closes the pools.
 func (s *Store) Close() error {
 	s.stopCommitter()
+	if s.reads.identity != nil {
+		s.reads.identity.Close()
+	}
 	err := s.W.Close()
 	if s.R != s.W {
 		err = errors.Join(err, s.R.Close())

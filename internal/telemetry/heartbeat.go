@@ -6,9 +6,9 @@ import (
 	"github.com/oneprotect/telemetry/internal/domain"
 )
 
-// Heartbeat is the content of one heartbeat, whichever transport carried it. Its canonical
-// JSON encoding (encoding/json sorts map keys; omitempty drops absent fields) is what the
-// idempotency hash covers, so key order, whitespace and transport do not matter.
+// Heartbeat is the content of one heartbeat, whichever transport carried it. The idempotency
+// hash covers its canonical JSON encoding (see Hash), so key order, whitespace and transport
+// do not matter.
 type Heartbeat struct {
 	HeartbeatID  *string    `json:"-"`
 	SentAt       *time.Time `json:"sent_at,omitempty"`

@@ -8,7 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
+	"sync"
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/auth"
@@ -29,6 +29,9 @@ type Service struct {
 	Now               func() time.Time
 	HeartbeatInterval time.Duration
 	Publisher         Publisher // optional
+
+	cacheOnce sync.Once
+	cache     *identityCache
 }
 
 var (
@@ -63,7 +66,7 @@ func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 	if err := hb.Validate(); err != nil {
 		return nil, err
 	}
-	id, err := s.identity(ctx, caller.TenantID, agentID)
+	id, cached, err := s.lookupIdentity(ctx, caller.TenantID, agentID)
 	if err != nil {
 		return nil, err
 	}
@@ -74,6 +77,11 @@ func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 		return nil, err
 	}
 	if err := checkClaims(claims, id); err != nil {
+		if cached {
+			if serr := s.freshStatusError(ctx, id); serr != nil {
+				return nil, serr
+			}
+		}
 		return nil, err
 	}
 
@@ -90,6 +98,7 @@ func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 	case out.Conflict:
 		return nil, errConflict
 	case out.Refused:
+		s.forget(id.TenantID, id.AgentID)
 		if err := statusError(out.Status); err != nil {
 			return nil, err
 		}
@@ -101,17 +110,6 @@ func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 		s.Publisher.AssetUpdated(id.TenantID, id.SiteID, id.AssetID)
 	}
 	return res, nil
-}
-
-func (s *Service) identity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
-	if !ids.Valid(agentID) {
-		return nil, errUnknownAgent
-	}
-	id, err := s.Store.AgentIdentity(ctx, tenantID, agentID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, errUnknownAgent // another tenant's identity counts as none
-	}
-	return id, err
 }
 
 // checkActor: an agent account may speak only for itself, a collector account only for the
@@ -185,7 +183,7 @@ func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *
 	t := &projection.Telemetry{SiteID: id.SiteID, HeartbeatID: hbID, AgentVersion: hb.AgentVersion}
 	switch {
 	case hb.Hostname != nil:
-		t.Hostname = *hb.Hostname
+		t.Hostname, t.HostnameReported = *hb.Hostname, true
 	case id.Hostname != nil:
 		t.Hostname = *id.Hostname
 	}
@@ -211,12 +209,40 @@ func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *
 		Hostname: hb.Hostname, AgentVersion: hb.AgentVersion, Payload: payload, Telemetry: t}, nil
 }
 
-// Hash is the idempotency hash: SHA-256 of the canonical JSON of the content.
+// Hash is the idempotency hash: SHA-256 of the canonical JSON of the content. Lists and
+// facts are hashed through pointers so that an empty list (which clears the asset's list) and
+// an absent one (which keeps it) count as different content.
 func (hb *Heartbeat) Hash() (string, error) {
-	c := *hb
-	if c.SentAt != nil {
-		utc := c.SentAt.UTC()
+	type inventory struct {
+		OS            *domain.OperatingSystem `json:"os,omitempty"`
+		IPAddresses   *[]string               `json:"ip_addresses,omitempty"`
+		MACAddresses  *[]string               `json:"mac_addresses,omitempty"`
+		CPUCount      *int                    `json:"cpu_count,omitempty"`
+		MemoryBytes   *float64                `json:"memory_bytes,omitempty"`
+		UptimeSeconds *float64                `json:"uptime_seconds,omitempty"`
+		Facts         *map[string]any         `json:"facts,omitempty"`
+	}
+	c := struct {
+		SentAt       *time.Time `json:"sent_at,omitempty"`
+		Hostname     *string    `json:"hostname,omitempty"`
+		AgentVersion *string    `json:"agent_version,omitempty"`
+		Inventory    *inventory `json:"inventory,omitempty"`
+	}{Hostname: hb.Hostname, AgentVersion: hb.AgentVersion}
+	if hb.SentAt != nil {
+		utc := hb.SentAt.UTC()
 		c.SentAt = &utc
+	}
+	if inv := hb.Inventory; inv != nil {
+		c.Inventory = &inventory{OS: inv.OS, CPUCount: inv.CPUCount, MemoryBytes: inv.MemoryBytes, UptimeSeconds: inv.UptimeSeconds}
+		if inv.IPAddresses != nil {
+			c.Inventory.IPAddresses = &inv.IPAddresses
+		}
+		if inv.MACAddresses != nil {
+			c.Inventory.MACAddresses = &inv.MACAddresses
+		}
+		if inv.Facts != nil {
+			c.Inventory.Facts = &inv.Facts
+		}
 	}
 	b, err := json.Marshal(&c)
 	if err != nil {

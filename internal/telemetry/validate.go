@@ -25,7 +25,8 @@ const (
 // transaction.
 func (hb *Heartbeat) Validate() error {
 	if hb.HeartbeatID != nil {
-		if n := len(*hb.HeartbeatID); n < 1 || n > MaxHeartbeatID || !utf8.ValidString(*hb.HeartbeatID) || strings.IndexByte(*hb.HeartbeatID, 0) >= 0 {
+		id := *hb.HeartbeatID
+		if n := utf8.RuneCountInString(id); n < 1 || n > MaxHeartbeatID || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
 			return domain.Invalid("heartbeat_id", "heartbeat_id must be 1 to %d characters", MaxHeartbeatID)
 		}
 	}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/loadgen"
+)
+
+// loadgenCommand runs `oneprotect loadgen`: simulated agents against a server.
+func loadgenCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("loadgen")
+	var cfg loadgen.Config
+	fs.StringVar(&cfg.Server, "server", "", "the service's base URL, e.g. http://127.0.0.1:8080 (required)")
+	fs.StringVar(&cfg.EnrollmentToken, "enrollment-token", "", "enrollment token allowing --agents uses (not needed with a matching --agents-file)")
+	fs.IntVar(&cfg.Agents, "agents", 100, "simulated agents to enroll")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send heartbeats (0: only enroll)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "concurrent workers (each one request at a time)")
+	fs.BoolVar(&cfg.GraphQL, "graphql", false, "send submitHeartbeat mutations to /query instead of REST heartbeats")
+	fs.StringVar(&cfg.AgentsFile, "agents-file", "", "reuse the agents in this file if it holds at least --agents, else enroll and write them to it")
+	fs.StringVar(&cfg.WrkLua, "wrk-lua", "", "write a wrk script posting heartbeats round-robin over the agents to this file")
+	asJSON := fs.Bool("json", false, "print the summary as one JSON object on stdout")
+	quiet := fs.Bool("quiet", false, "no live progress line")
+	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if cfg.Server == "" {
+		return errors.New("--server is required")
+	}
+	if !*quiet {
+		cfg.Progress = stderr
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	sum, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("loadgen: %w", err)
+	}
+	if *asJSON {
+		return printJSON(stdout, sum)
+	}
+	fmt.Fprint(stdout, sum.Format())
+	return nil
+}

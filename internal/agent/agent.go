@@ -1,0 +1,299 @@
+// Package agent is the OneProtect agent: it enrolls once, keeps its identity in a state
+// directory and sends heartbeats carrying the host's inventory at the interval the server
+// advertises, retrying with backoff (CONTRACT §4).
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// Version is the agent version reported at enrollment and in every heartbeat.
+const Version = "0.6.0"
+
+// Config configures Run. Server and StateDir are required; EnrollmentToken is required
+// until the agent has enrolled.
+type Config struct {
+	Server          string
+	EnrollmentToken string
+	// CollectorToken, when set, authenticates heartbeats as the identity's collector.
+	CollectorToken string
+	StateDir       string
+	// Once sends one heartbeat (with its retries) and returns.
+	Once bool
+	HTTP *http.Client
+	Log  *slog.Logger
+	// Interval overrides the interval the server advertises (tests, demos); 0 follows it.
+	Interval time.Duration
+	// Jitter is the fraction by which each wait varies either way (default 0.1).
+	Jitter float64
+	// MinBackoff and MaxBackoff bound the retry backoff (defaults 1s and 60s).
+	MinBackoff, MaxBackoff time.Duration
+	// MaxAttempts bounds the tries of one heartbeat in Once mode (default 5); without Once
+	// a heartbeat is retried until it is delivered or refused.
+	MaxAttempts int
+	// Inventory collects the inventory (default Collect); Hostname overrides Hostname().
+	Inventory func() Inventory
+	Hostname  string
+	// MachineID overrides /etc/machine-id (default MachineID(StateDir)).
+	MachineID string
+	// OnHeartbeat is called after each accepted heartbeat; OnRetry before each retry wait.
+	OnHeartbeat func(heartbeatID string, res *HeartbeatResult)
+	OnRetry     func(heartbeatID string, wait time.Duration, err error)
+}
+
+// StopError means the server refused this agent for good (revoked, stale, or unknown with
+// no enrollment token left): running on would be pointless.
+type StopError struct {
+	Code    string
+	Message string
+}
+
+func (e *StopError) Error() string {
+	switch e.Code {
+	case "agent_revoked":
+		return "agent_revoked: the server has revoked this agent's identity; enroll again with a new enrollment token (delete state.json)"
+	case "agent_stale":
+		return "agent_stale: the server marked this agent STALE after a long silence; an admin must reactivate it (reactivateAgentIdentity)"
+	case "unknown_agent":
+		return "unknown_agent: the server does not know this agent and no --enrollment-token was given to enroll again"
+	}
+	return e.Code + ": " + e.Message
+}
+
+type runner struct {
+	cfg    Config
+	client *Client
+	log    *slog.Logger
+}
+
+// Run enrolls if needed, then sends heartbeats until ctx ends (nil), the server refuses
+// the agent for good (*StopError) or, with Once, after one heartbeat.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.StateDir == "" {
+		return errors.New("--state-dir is required")
+	}
+	client, err := NewClient(cfg.Server, cfg.HTTP)
+	if err != nil {
+		return err
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Jitter <= 0 {
+		cfg.Jitter = 0.1
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(60*time.Second, cfg.MinBackoff)
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.Inventory == nil {
+		cfg.Inventory = Collect
+	}
+	r := &runner{cfg: cfg, client: client, log: cfg.Log}
+	err = r.run(ctx)
+	if ctx.Err() != nil && !isStop(err) {
+		r.log.Info("agent stopped")
+		return nil
+	}
+	return err
+}
+
+func isStop(err error) bool {
+	var s *StopError
+	return errors.As(err, &s)
+}
+
+func (r *runner) run(ctx context.Context) error {
+	st, err := LoadState(r.cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		if r.cfg.EnrollmentToken == "" {
+			return fmt.Errorf("no identity in %s yet: --enrollment-token is required to enroll", r.cfg.StateDir)
+		}
+		if st, err = r.enroll(ctx); err != nil {
+			return err
+		}
+	} else {
+		r.log.Info("reusing identity", "agent_id", st.AgentID, "asset_id", st.AssetID, "state_dir", r.cfg.StateDir)
+	}
+	for {
+		hbID, res, err := r.deliver(ctx, st)
+		var apiErr *APIError
+		switch {
+		case err == nil:
+			if res.NextHeartbeatSeconds > 0 && res.NextHeartbeatSeconds != st.HeartbeatIntervalSeconds {
+				st.HeartbeatIntervalSeconds = res.NextHeartbeatSeconds
+				if err := SaveState(r.cfg.StateDir, st); err != nil {
+					r.log.Warn("could not save state", "err", err)
+				}
+			}
+			r.log.Info("heartbeat accepted", "agent_id", st.AgentID, "heartbeat_id", hbID, "duplicate", res.Duplicate,
+				"next_in", r.interval(st).String())
+			if r.cfg.OnHeartbeat != nil {
+				r.cfg.OnHeartbeat(hbID, res)
+			}
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.As(err, &apiErr) && (apiErr.Code == "agent_revoked" || apiErr.Code == "agent_stale"):
+			r.log.Error("the server refuses this agent", "agent_id", st.AgentID, "code", apiErr.Code, "message", apiErr.Message)
+			return &StopError{Code: apiErr.Code, Message: apiErr.Message}
+		case errors.As(err, &apiErr) && apiErr.Code == "unknown_agent":
+			if r.cfg.EnrollmentToken == "" {
+				return &StopError{Code: apiErr.Code, Message: apiErr.Message}
+			}
+			r.log.Warn("the server does not know this agent: enrolling again", "agent_id", st.AgentID)
+			if st, err = r.enroll(ctx); err != nil {
+				return err
+			}
+			continue
+		default:
+			// A refusal that will not change by retrying (400, 409, 401 unauthenticated...):
+			// logged, and the next heartbeat comes at the next interval.
+			r.log.Error("heartbeat refused", "agent_id", st.AgentID, "heartbeat_id", hbID, "err", err)
+			if r.cfg.Once {
+				return err
+			}
+		}
+		if r.cfg.Once {
+			return nil
+		}
+		if err := sleep(ctx, r.jittered(r.interval(st))); err != nil {
+			return err
+		}
+	}
+}
+
+// enroll enrolls this machine, retrying while the server is unreachable or busy, and
+// saves the identity.
+func (r *runner) enroll(ctx context.Context) (*State, error) {
+	machineID := r.cfg.MachineID
+	if machineID == "" {
+		var err error
+		if machineID, err = MachineID(r.cfg.StateDir); err != nil {
+			return nil, fmt.Errorf("machine id: %w", err)
+		}
+	}
+	req := EnrollRequest{EnrollmentToken: r.cfg.EnrollmentToken, Hostname: r.hostname(), AgentVersion: Version, MachineID: machineID}
+	for attempt := 1; ; attempt++ {
+		en, err := r.client.Enroll(ctx, req)
+		if err == nil {
+			st := &State{Server: r.client.Server, MachineID: machineID, AgentID: en.AgentID, AssetID: en.AssetID,
+				TenantID: en.TenantID, SiteID: en.SiteID, CollectorID: en.CollectorID, Token: en.Token,
+				EnrolledAt: time.Now().UTC(), HeartbeatIntervalSeconds: en.HeartbeatIntervalSeconds}
+			if err := SaveState(r.cfg.StateDir, st); err != nil {
+				return nil, fmt.Errorf("enrolled as %s but could not save the state: %w", en.AgentID, err)
+			}
+			r.log.Info("enrolled", "agent_id", en.AgentID, "asset_id", en.AssetID, "site_id", en.SiteID,
+				"heartbeat_interval_seconds", en.HeartbeatIntervalSeconds, "state", r.cfg.StateDir)
+			return st, nil
+		}
+		var apiErr *APIError
+		if ctx.Err() != nil || !errors.As(err, &apiErr) || !apiErr.Retryable() || (r.cfg.Once && attempt >= r.cfg.MaxAttempts) {
+			return nil, fmt.Errorf("enroll: %w", err)
+		}
+		wait := r.backoff(attempt, apiErr)
+		r.log.Warn("enrollment failed, retrying", "err", err, "in", wait.String())
+		if err := sleep(ctx, wait); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// deliver sends one new heartbeat, retrying transport failures, 429 and 5xx with the same
+// body (so the same heartbeat_id: the server counts it once however often it arrives).
+func (r *runner) deliver(ctx context.Context, st *State) (string, *HeartbeatResult, error) {
+	inv := r.cfg.Inventory()
+	hb := HeartbeatBody{HeartbeatID: randomHex(16), SentAt: time.Now().UTC().Truncate(time.Millisecond),
+		Hostname: r.hostname(), AgentVersion: Version, Inventory: &inv}
+	body, err := json.Marshal(&hb)
+	if err != nil {
+		return hb.HeartbeatID, nil, err
+	}
+	token := st.Token
+	if r.cfg.CollectorToken != "" {
+		token = r.cfg.CollectorToken
+	}
+	for attempt := 1; ; attempt++ {
+		res, err := r.client.Heartbeat(ctx, st.AgentID, token, body)
+		if err == nil {
+			return hb.HeartbeatID, res, nil
+		}
+		var apiErr *APIError
+		if ctx.Err() != nil || !errors.As(err, &apiErr) || !apiErr.Retryable() || (r.cfg.Once && attempt >= r.cfg.MaxAttempts) {
+			return hb.HeartbeatID, nil, err
+		}
+		wait := r.backoff(attempt, apiErr)
+		r.log.Warn("heartbeat failed, retrying", "heartbeat_id", hb.HeartbeatID, "err", err, "in", wait.String())
+		if r.cfg.OnRetry != nil {
+			r.cfg.OnRetry(hb.HeartbeatID, wait, err)
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return hb.HeartbeatID, nil, err
+		}
+	}
+}
+
+// backoff is exponential with jitter (half fixed, half random, so retries of many agents
+// spread out), and never shorter than the server's Retry-After.
+func (r *runner) backoff(attempt int, apiErr *APIError) time.Duration {
+	d := r.cfg.MinBackoff << min(attempt-1, 20)
+	if d > r.cfg.MaxBackoff || d <= 0 {
+		d = r.cfg.MaxBackoff
+	}
+	d = d/2 + rand.N(d/2+1)
+	if apiErr != nil && apiErr.RetryAfter > d {
+		d = apiErr.RetryAfter
+	}
+	return d
+}
+
+func (r *runner) interval(st *State) time.Duration {
+	if r.cfg.Interval > 0 {
+		return r.cfg.Interval
+	}
+	if st.HeartbeatIntervalSeconds > 0 {
+		return time.Duration(st.HeartbeatIntervalSeconds) * time.Second
+	}
+	return 60 * time.Second
+}
+
+func (r *runner) jittered(d time.Duration) time.Duration {
+	spread := time.Duration(float64(d) * r.cfg.Jitter)
+	if spread <= 0 {
+		return d
+	}
+	return d - spread + rand.N(2*spread+1)
+}
+
+func (r *runner) hostname() string {
+	if r.cfg.Hostname != "" {
+		return r.cfg.Hostname
+	}
+	return Hostname()
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,126 @@
+package agent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// State is what the agent keeps between runs: its identity and credential.
+type State struct {
+	Server      string    `json:"server"`
+	MachineID   string    `json:"machine_id"`
+	AgentID     string    `json:"agent_id"`
+	AssetID     string    `json:"asset_id"`
+	TenantID    string    `json:"tenant_id"`
+	SiteID      string    `json:"site_id"`
+	CollectorID *string   `json:"collector_id"`
+	Token       string    `json:"token"`
+	EnrolledAt  time.Time `json:"enrolled_at"`
+	// HeartbeatIntervalSeconds is the interval the server advertised last.
+	HeartbeatIntervalSeconds int `json:"heartbeat_interval_seconds"`
+}
+
+// StateFile is the name of the state file inside the state directory.
+const StateFile = "state.json"
+
+// LoadState reads DIR/state.json; it returns nil, nil when there is none yet.
+func LoadState(dir string) (*State, error) {
+	data, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("%s is corrupt (delete it to enroll again): %w", filepath.Join(dir, StateFile), err)
+	}
+	if st.AgentID == "" || st.Token == "" {
+		return nil, fmt.Errorf("%s holds no identity (delete it to enroll again)", filepath.Join(dir, StateFile))
+	}
+	return &st, nil
+}
+
+// SaveState writes DIR/state.json with mode 0600 (the token is a secret), atomically:
+// a crash never leaves a half-written identity behind.
+func SaveState(dir string, st *State) error {
+	if err := ensureDir(dir); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, StateFile), append(data, '\n'))
+}
+
+// ensureDir creates dir with mode 0700, and tightens an existing one.
+func ensureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// MachineID returns /etc/machine-id when there is one, else a random id kept in
+// DIR/machine-id so that it survives restarts.
+func MachineID(dir string) (string, error) {
+	if b, err := os.ReadFile("/etc/machine-id"); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	}
+	path := filepath.Join(dir, "machine-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	}
+	id := randomHex(16)
+	if err := ensureDir(dir); err != nil {
+		return "", err
+	}
+	if err := writeFileAtomic(path, []byte(id+"\n")); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,551 @@
+// Package loadgen drives simulated agents against a OneProtect server: it enrolls N agents,
+// then C workers send heartbeats round-robin over them (each with a new heartbeat_id) for a
+// fixed duration, and reports throughput, latency quantiles and answers by status.
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/agent"
+)
+
+// Config configures a run.
+type Config struct {
+	Server          string
+	EnrollmentToken string
+	Agents          int
+	Duration        time.Duration
+	Concurrency     int
+	// GraphQL sends submitHeartbeat mutations to /query instead of REST heartbeats.
+	GraphQL bool
+	// AgentsFile, when set, is read if it holds at least Agents agents (no enrollment),
+	// else written after enrolling.
+	AgentsFile string
+	// WrkLua, when set, receives a wrk script posting heartbeats round-robin over the agents.
+	WrkLua string
+	// Progress receives a live progress line once a second (nil: none).
+	Progress io.Writer
+	// HTTP is the shared client (default: NewHTTPClient(Concurrency)).
+	HTTP *http.Client
+}
+
+// Summary is the outcome of a run (the --json output).
+type Summary struct {
+	Server               string            `json:"server"`
+	Mode                 string            `json:"mode"`
+	Agents               int               `json:"agents"`
+	Concurrency          int               `json:"concurrency"`
+	Enrolled             int               `json:"enrolled"`
+	EnrollmentSeconds    float64           `json:"enrollment_seconds"`
+	EnrollmentsPerSecond float64           `json:"enrollments_per_second"`
+	ReusedAgentsFile     bool              `json:"reused_agents_file"`
+	DurationSeconds      float64           `json:"duration_seconds"`
+	Requests             uint64            `json:"requests"`
+	Accepted             uint64            `json:"accepted"`
+	Errors               uint64            `json:"errors"`
+	RequestsPerSecond    float64           `json:"requests_per_second"`
+	Latency              Latency           `json:"latency_ms"`
+	StatusCounts         map[string]uint64 `json:"status_counts"`
+	GraphQLErrorCodes    map[string]uint64 `json:"graphql_error_codes,omitempty"`
+}
+
+// Latency quantiles in milliseconds.
+type Latency struct {
+	P50  float64 `json:"p50"`
+	P95  float64 `json:"p95"`
+	P99  float64 `json:"p99"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+// Agent is an enrolled simulated agent (the --agents-file format).
+type Agent struct {
+	ID       string `json:"agent_id"`
+	Token    string `json:"token"`
+	Hostname string `json:"hostname"`
+}
+
+type agentsFile struct {
+	Server string  `json:"server"`
+	Agents []Agent `json:"agents"`
+}
+
+// NewHTTPClient is a client tuned for many keep-alive connections to one host.
+func NewHTTPClient(concurrency int) *http.Client {
+	tr := &http.Transport{
+		Proxy:               nil, // the target is the given server, never a proxy
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        2*concurrency + 16,
+		MaxIdleConnsPerHost: 2*concurrency + 16,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+		WriteBufferSize:     16 << 10,
+		ReadBufferSize:      16 << 10,
+	}
+	return &http.Client{Transport: tr, Timeout: 60 * time.Second}
+}
+
+func (c *Config) check() error {
+	u, err := url.Parse(c.Server)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--server must be an http:// or https:// URL, got %q", c.Server)
+	}
+	c.Server = strings.TrimRight(c.Server, "/")
+	switch {
+	case c.Agents < 1 || c.Agents > 1_000_000:
+		return errors.New("--agents must be between 1 and 1000000")
+	case c.Concurrency < 1 || c.Concurrency > 10_000:
+		return errors.New("--concurrency must be between 1 and 10000")
+	case c.Duration < 0 || c.Duration > 24*time.Hour:
+		return errors.New("--duration must be between 0 and 24h")
+	}
+	if c.HTTP == nil {
+		c.HTTP = NewHTTPClient(c.Concurrency)
+	}
+	return nil
+}
+
+// Run enrolls (or loads) the agents, then drives heartbeats for the duration.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	sum := &Summary{Server: cfg.Server, Mode: "rest", Agents: cfg.Agents, Concurrency: cfg.Concurrency,
+		StatusCounts: map[string]uint64{}}
+	if cfg.GraphQL {
+		sum.Mode = "graphql"
+		sum.GraphQLErrorCodes = map[string]uint64{}
+	}
+	agents, err := loadAgents(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if agents != nil {
+		sum.ReusedAgentsFile = true
+	} else {
+		if cfg.EnrollmentToken == "" {
+			return nil, errors.New("--enrollment-token is required to enroll the agents")
+		}
+		start := time.Now()
+		agents, err = enrollAll(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		sum.Enrolled = len(agents)
+		sum.EnrollmentSeconds = time.Since(start).Seconds()
+		if sum.EnrollmentSeconds > 0 {
+			sum.EnrollmentsPerSecond = float64(len(agents)) / sum.EnrollmentSeconds
+		}
+		if cfg.AgentsFile != "" {
+			if err := writeJSONFile(cfg.AgentsFile, agentsFile{Server: cfg.Server, Agents: agents}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if cfg.WrkLua != "" {
+		if err := os.WriteFile(cfg.WrkLua, []byte(WrkScript(agents)), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Duration > 0 {
+		drive(ctx, cfg, agents, sum)
+	}
+	return sum, nil
+}
+
+// loadAgents reads the agents file when it holds at least cfg.Agents agents for this server.
+func loadAgents(cfg Config) ([]Agent, error) {
+	if cfg.AgentsFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(cfg.AgentsFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var f agentsFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.AgentsFile, err)
+	}
+	if len(f.Agents) < cfg.Agents {
+		return nil, nil // too few: enroll afresh and overwrite it
+	}
+	// The file is used even when written for another URL: the same agents can then drive
+	// the service and the bare-handler ceiling (whose answers ignore the tokens).
+	return f.Agents[:cfg.Agents], nil
+}
+
+func writeJSONFile(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600) // it holds agent tokens
+}
+
+// enrollAll enrolls cfg.Agents agents with up to 32 concurrent enrollments.
+func enrollAll(ctx context.Context, cfg Config) ([]Agent, error) {
+	client := &agent.Client{Server: cfg.Server, HTTP: cfg.HTTP}
+	run := randomHex(4)
+	agents := make([]Agent, cfg.Agents)
+	var next atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range min(cfg.Agents, 32, max(cfg.Concurrency, 8)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= cfg.Agents || ctx.Err() != nil {
+					return
+				}
+				host := fmt.Sprintf("lg-%s-%06d", run, i)
+				en, err := client.Enroll(ctx, agent.EnrollRequest{EnrollmentToken: cfg.EnrollmentToken, Hostname: host,
+					AgentVersion: "loadgen/" + agent.Version, MachineID: "loadgen-" + run + "-" + strconv.Itoa(i)})
+				if err != nil {
+					errOnce.Do(func() { firstErr = fmt.Errorf("enroll agent %d of %d: %w", i+1, cfg.Agents, err); cancel() })
+					return
+				}
+				agents[i] = Agent{ID: en.AgentID, Token: en.Token, Hostname: host}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return agents, nil
+}
+
+// target is one agent's pre-built request parts: only the heartbeat_id varies.
+type target struct {
+	url    string
+	auth   []string
+	head   []byte // the raw request head up to the Content-Length value
+	prefix []byte // the body up to the heartbeat id
+	suffix []byte // the body after it
+}
+
+var jsonContentType = []string{"application/json"}
+
+func buildTargets(cfg Config, agents []Agent) []target {
+	base, _ := url.Parse(cfg.Server)
+	out := make([]target, len(agents))
+	for i, a := range agents {
+		t := target{auth: []string{"Bearer " + a.Token}}
+		inv := sampleInventory(i)
+		if cfg.GraphQL {
+			t.url = cfg.Server + "/query"
+			invJSON, _ := json.Marshal(map[string]any{
+				"os":          map[string]string{"name": inv.OS.Name, "version": inv.OS.Version, "kernel": inv.OS.Kernel, "arch": inv.OS.Arch},
+				"ipAddresses": inv.IPAddresses, "macAddresses": inv.MACAddresses, "cpuCount": inv.CPUCount,
+				"memoryBytes": inv.MemoryBytes, "uptimeSeconds": inv.UptimeSeconds})
+			idJSON, _ := json.Marshal(a.ID)
+			hostJSON, _ := json.Marshal(a.Hostname)
+			t.prefix = []byte(`{"query":"mutation($a: ID!, $i: HeartbeatInput!) { submitHeartbeat(agentId: $a, input: $i) { accepted duplicate } }","variables":{"a":` +
+				string(idJSON) + `,"i":{"heartbeatId":"`)
+			t.suffix = []byte(`","hostname":` + string(hostJSON) + `,"agentVersion":"loadgen/` + agent.Version + `","inventory":` + string(invJSON) + `}}}`)
+		} else {
+			t.url = cfg.Server + "/api/v1/agents/" + url.PathEscape(a.ID) + "/telemetry/heartbeat"
+			rest, _ := json.Marshal(struct {
+				Hostname     string           `json:"hostname"`
+				AgentVersion string           `json:"agent_version"`
+				Inventory    *agent.Inventory `json:"inventory"`
+			}{a.Hostname, "loadgen/" + agent.Version, &inv})
+			t.prefix = []byte(`{"heartbeat_id":"`)
+			t.suffix = append([]byte(`",`), rest[1:]...) // splice the rest of the object in
+		}
+		u, _ := url.Parse(t.url)
+		t.head = rawHead(base, u.RequestURI(), t.auth[0])
+		out[i] = t
+	}
+	return out
+}
+
+// sampleInventory is a small, realistic inventory that differs a little per agent.
+func sampleInventory(i int) agent.Inventory {
+	oses := []agent.OS{
+		{Name: "Ubuntu", Version: "24.04", Kernel: "6.8.0-45-generic", Arch: "amd64"},
+		{Name: "Debian GNU/Linux", Version: "12", Kernel: "6.1.0-18-amd64", Arch: "amd64"},
+		{Name: "Windows Server", Version: "2022", Kernel: "10.0.20348", Arch: "amd64"},
+		{Name: "Red Hat Enterprise Linux", Version: "9.4", Kernel: "5.14.0-427.el9.x86_64", Arch: "amd64"},
+	}
+	o := oses[i%len(oses)]
+	return agent.Inventory{OS: &o,
+		IPAddresses:  []string{fmt.Sprintf("10.%d.%d.%d", 1+i>>16&0xff, i>>8&0xff, i&0xff)},
+		MACAddresses: []string{fmt.Sprintf("02:00:%02x:%02x:%02x:%02x", i>>24&0xff, i>>16&0xff, i>>8&0xff, i&0xff)},
+		CPUCount:     []int{2, 4, 8, 16}[i%4], MemoryBytes: float64(int64(4+4*(i%8)) << 30), UptimeSeconds: float64(3600 + i)}
+}
+
+// workerStats are one worker's counters, merged at the end (no sharing on the hot path
+// but the two progress counters).
+type workerStats struct {
+	hist     histogram
+	status   map[int]uint64
+	gqlCodes map[string]uint64
+	accepted uint64
+}
+
+func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
+	targets := buildTargets(cfg, agents)
+	run := randomHex(6)
+	var requests, errCount atomic.Uint64
+	var cursor atomic.Uint64
+	stats := make([]*workerStats, cfg.Concurrency)
+	start := time.Now()
+	deadline := start.Add(cfg.Duration)
+
+	stopProgress := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		if cfg.Progress == nil {
+			return
+		}
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopProgress:
+				fmt.Fprintf(cfg.Progress, "\r%80s\r", "")
+				return
+			case <-tick.C:
+				el := time.Since(start).Seconds()
+				n := requests.Load()
+				fmt.Fprintf(cfg.Progress, "\relapsed %4.0fs  requests %9d  req/s %8.0f  errors %-9d", el, n, float64(n)/el, errCount.Load())
+			}
+		}
+	}()
+
+	// Plain http:// goes through the raw keep-alive client; https:// through net/http.
+	rawAddr := ""
+	if u, _ := url.Parse(cfg.Server); u.Scheme == "http" {
+		rawAddr = u.Host
+		if u.Port() == "" {
+			rawAddr = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range cfg.Concurrency {
+		ws := &workerStats{status: map[int]uint64{}, gqlCodes: map[string]uint64{}}
+		stats[w] = ws
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			idPrefix := run + "-" + strconv.Itoa(w) + "-"
+			var seq uint64
+			var respBuf bytes.Buffer
+			var body, req []byte
+			raw := &rawConn{addr: rawAddr}
+			defer raw.close()
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				t := &targets[int(cursor.Add(1)-1)%len(targets)]
+				seq++
+				body = append(body[:0], t.prefix...)
+				body = append(body, idPrefix...)
+				body = strconv.AppendUint(body, seq, 10)
+				body = append(body, t.suffix...)
+				var ok bool
+				if rawAddr != "" {
+					req = append(req[:0], t.head...)
+					req = strconv.AppendInt(req, int64(len(body)), 10)
+					req = append(req, "\r\n\r\n"...)
+					req = append(req, body...)
+					began := time.Now()
+					status, err := raw.do(req, &respBuf)
+					ws.hist.record(time.Since(began))
+					if err != nil {
+						status = 0
+						if sleep(ctx, 10*time.Millisecond) != nil { // the server is gone: do not spin
+							break
+						}
+					}
+					ok = ws.record(cfg, status, respBuf.Bytes())
+				} else {
+					// net/http takes ownership of the body until the answer: a fresh copy.
+					ok = send(ctx, cfg, t, bytes.Clone(body), ws, &respBuf)
+				}
+				requests.Add(1)
+				if !ok {
+					errCount.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(stopProgress)
+	<-progressDone
+
+	var all histogram
+	for _, ws := range stats {
+		all.merge(&ws.hist)
+		sum.Accepted += ws.accepted
+		for code, n := range ws.status {
+			key := strconv.Itoa(code)
+			if code == 0 {
+				key = "transport_error"
+			}
+			sum.StatusCounts[key] += n
+		}
+		for code, n := range ws.gqlCodes {
+			sum.GraphQLErrorCodes[code] += n
+		}
+	}
+	sum.Requests = requests.Load()
+	sum.Errors = errCount.Load()
+	sum.DurationSeconds = elapsed.Seconds()
+	if sum.DurationSeconds > 0 {
+		sum.RequestsPerSecond = float64(sum.Requests) / sum.DurationSeconds
+	}
+	sum.Latency = Latency{P50: all.quantile(0.50), P95: all.quantile(0.95), P99: all.quantile(0.99),
+		Max: float64(all.max) / 1000, Mean: all.meanMillis()}
+}
+
+// send posts one heartbeat and records it; ok is false for anything but an accepted one.
+func send(ctx context.Context, cfg Config, t *target, body []byte, ws *workerStats, buf *bytes.Buffer) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
+	if err != nil {
+		ws.status[0]++
+		return false
+	}
+	req.Header = http.Header{"Content-Type": jsonContentType, "Authorization": t.auth}
+	began := time.Now()
+	resp, err := cfg.HTTP.Do(req)
+	if err != nil {
+		ws.hist.record(time.Since(began))
+		ws.status[0]++
+		return false
+	}
+	buf.Reset()
+	_, err = buf.ReadFrom(resp.Body)
+	resp.Body.Close()
+	ws.hist.record(time.Since(began))
+	status := resp.StatusCode
+	if err != nil {
+		status = 0
+	}
+	return ws.record(cfg, status, buf.Bytes())
+}
+
+// record counts one answer (status 0: a transport failure); it reports whether the
+// heartbeat was accepted.
+func (ws *workerStats) record(cfg Config, status int, body []byte) bool {
+	ws.status[status]++
+	if status != http.StatusOK {
+		return false
+	}
+	if cfg.GraphQL {
+		if code, failed := graphQLError(body); failed {
+			ws.gqlCodes[code]++
+			return false
+		}
+		if !bytes.Contains(body, []byte(`"accepted":true`)) {
+			ws.gqlCodes["NOT_ACCEPTED"]++
+			return false
+		}
+	}
+	ws.accepted++
+	return true
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// graphQLError returns the first error's extensions.code when the answer has errors.
+func graphQLError(body []byte) (string, bool) {
+	if !bytes.Contains(body, []byte(`"errors"`)) {
+		return "", false
+	}
+	var out struct {
+		Errors []struct {
+			Extensions struct {
+				Code string `json:"code"`
+			} `json:"extensions"`
+		} `json:"errors"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil || len(out.Errors) == 0 {
+		return "UNREADABLE", true
+	}
+	if out.Errors[0].Extensions.Code == "" {
+		return "UNKNOWN", true
+	}
+	return out.Errors[0].Extensions.Code, true
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Format renders the summary for people.
+func (s *Summary) Format() string {
+	var b strings.Builder
+	if s.ReusedAgentsFile {
+		fmt.Fprintf(&b, "agents:       %d (reused from the agents file)\n", s.Agents)
+	} else {
+		fmt.Fprintf(&b, "enrollment:   %d agents in %.2fs (%.0f enrollments/s)\n", s.Enrolled, s.EnrollmentSeconds, s.EnrollmentsPerSecond)
+	}
+	fmt.Fprintf(&b, "heartbeats:   %s, concurrency %d, %.1fs\n", strings.ToUpper(s.Mode), s.Concurrency, s.DurationSeconds)
+	fmt.Fprintf(&b, "requests:     %d (%d accepted, %d errors)\n", s.Requests, s.Accepted, s.Errors)
+	fmt.Fprintf(&b, "throughput:   %.0f req/s\n", s.RequestsPerSecond)
+	fmt.Fprintf(&b, "latency:      p50 %.2fms  p95 %.2fms  p99 %.2fms  max %.2fms  mean %.2fms\n",
+		s.Latency.P50, s.Latency.P95, s.Latency.P99, s.Latency.Max, s.Latency.Mean)
+	fmt.Fprintf(&b, "status codes: %s\n", formatCounts(s.StatusCounts))
+	if len(s.GraphQLErrorCodes) > 0 {
+		fmt.Fprintf(&b, "graphql errors: %s\n", formatCounts(s.GraphQLErrorCodes))
+	}
+	return b.String()
+}
+
+func formatCounts(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return strings.Join(parts, " ")
+}
