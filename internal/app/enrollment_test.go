@@ -224,6 +224,11 @@ func TestEnrollmentAdminMutations(t *testing.T) {
 				r := env.GQL(a.AdminToken, `mutation($s: ID!) { createCollector(input: {siteId: $s, name: "x"}) { token } }`, map[string]any{"s": tc.site})
 				enrWantGQLCode(t, r, tc.code, "")
 			}
+			for _, name := range []string{"   ", strings.Repeat("n", 201)} {
+				r := env.GQL(a.AdminToken, `mutation($s: ID!, $n: String!) { createCollector(input: {siteId: $s, name: $n}) { token } }`,
+					map[string]any{"s": hq, "n": name})
+				enrWantGQLCode(t, r, "INVALID_REQUEST", "name")
+			}
 			if n := len(env.MustGQL(a.AdminToken, `{ collectors { id } }`, nil)["collectors"].([]any)); n != 1 {
 				t.Fatalf("%d collectors after the refused ones, want 1", n)
 			}

@@ -25,7 +25,7 @@ const PostgresEnv = "ONEPROTECT_TEST_POSTGRES"
 
 // Database is one database engine a test runs on.
 type Database struct {
-	Name string                      // "sqlite" or "postgres"
+	Name string                    // "sqlite" or "postgres"
 	New  func(t testing.TB) string // a fresh, empty database; returns its DSN
 }
 
@@ -106,7 +106,6 @@ func NewPostgres(t testing.TB) string {
 	return u.String()
 }
 
-
 // Clock is a controllable clock, safe for concurrent use.
 type Clock struct {
 	mu  sync.Mutex
@@ -139,4 +138,3 @@ func Unique() string {
 
 // IsPostgres reports whether dsn is a PostgreSQL URL.
 func IsPostgres(dsn string) bool { return strings.HasPrefix(dsn, "postgres") }
-
