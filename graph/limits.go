@@ -17,7 +17,7 @@ import (
 // fragment counted once and reused, takes time linear in the document.
 const (
 	// maxFields bounds the fields of an operation once fragments are expanded.
-	maxFields = 2_000
+	maxFields = 1_000
 	// maxDepth bounds nesting (GraphiQL's introspection query needs about 13).
 	maxDepth = 20
 )

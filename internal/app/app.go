@@ -3,9 +3,12 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -156,14 +159,26 @@ func (a *App) routes() http.Handler {
 
 // limitBody caps request bodies at max bytes (--max-body applies to /query as to REST).
 func limitBody(max int64, next http.Handler) http.Handler {
+	tooLarge := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = w.Write([]byte(`{"errors":[{"message":"the body exceeds --max-body","extensions":{"code":"PAYLOAD_TOO_LARGE"}}]}`))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusRequestEntityTooLarge)
-			_, _ = w.Write([]byte(`{"errors":[{"message":"the body exceeds --max-body","extensions":{"code":"PAYLOAD_TOO_LARGE"}}]}`))
+			tooLarge(w)
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, max)
+		if r.ContentLength < 0 { // chunked: only reading tells the size (gqlgen would answer 200)
+			data, err := io.ReadAll(r.Body)
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				tooLarge(w)
+				return
+			}
+			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(data)), int64(len(data))
+		}
 		next.ServeHTTP(w, r)
 	})
 }

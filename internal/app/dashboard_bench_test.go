@@ -46,8 +46,10 @@ func seedFleet(tb testing.TB, env *testenv.Env, f *testenv.Fleet, n int) []strin
 		}
 	}
 	if env.App.Store.Dialect == store.Postgres {
-		_, _ = db.ExecContext(ctx, "ANALYZE assets")
-		_, _ = db.ExecContext(ctx, "ANALYZE agent_identities")
+		// What autovacuum would have done by now: statistics, and a visibility map so that
+		// counts are index-only scans.
+		_, _ = db.ExecContext(ctx, "VACUUM ANALYZE assets")
+		_, _ = db.ExecContext(ctx, "VACUUM ANALYZE agent_identities")
 	} else {
 		_, _ = db.ExecContext(ctx, "ANALYZE")
 	}
@@ -55,41 +57,46 @@ func seedFleet(tb testing.TB, env *testenv.Env, f *testenv.Fleet, n int) []strin
 }
 
 // BenchmarkDashboardAssets measures assets(first: 100) { agent site } as a dashboard asks it,
-// through HTTP, with fleets of 1,000 and 100,000 assets; it reports SQL statements per
-// operation, which must not grow with the fleet.
+// through HTTP, with fleets of 1,000 and 100,000 assets, without and with totalCount; it
+// reports SQL statements per operation, which must not grow with the fleet.
 //
 //	ONEPROTECT_TEST_POSTGRES=... go test -run '^$' -bench BenchmarkDashboardAssets -benchtime 200x ./internal/app/
 func BenchmarkDashboardAssets(b *testing.B) {
+	const page = `query($after: String) { assets(first: 100, after: $after) { pageInfo { hasNextPage endCursor }
+		edges { node { id hostname online agent { agentId status } site { id name } } } } }`
+	const counted = `query($after: String) { assets(first: 100, after: $after) { totalCount pageInfo { hasNextPage endCursor }
+		edges { node { id hostname online agent { agentId status } site { id name } } } } }`
 	for _, db := range testenv.Databases(b) {
 		for _, size := range []int{1_000, 100_000} {
-			b.Run(fmt.Sprintf("%s/fleet=%d", db.Name, size), func(b *testing.B) {
-				env, counter := countingEnv(b, db.New(b))
-				f := env.NewFleet("Bench")
-				seedFleet(b, env, f, size)
-				const q = `query($after: String) { assets(first: 100, after: $after) { totalCount pageInfo { endCursor }
-					edges { node { id hostname online agent { agentId status } site { id name } } } } }`
-				// Page through the fleet so deep pages are measured too, wrapping at the end.
-				after := ""
-				counter.n.Store(0)
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					vars := map[string]any{}
-					if after != "" {
-						vars["after"] = after
-					}
-					d := env.MustGQL(f.Tenant.ViewerToken, q, vars)
-					c := d["assets"].(map[string]any)
-					if len(c["edges"].([]any)) == 0 {
-						b.Fatal("empty page")
-					}
-					after, _ = c["pageInfo"].(map[string]any)["endCursor"].(string)
-					if int(c["totalCount"].(float64)) != size+1 || len(c["edges"].([]any)) < 100 {
+			env, counter := countingEnv(b, db.New(b))
+			f := env.NewFleet("Bench")
+			seedFleet(b, env, f, size)
+			for _, q := range []struct{ name, query string }{{"page", page}, {"page+totalCount", counted}} {
+				b.Run(fmt.Sprintf("%s/fleet=%d/%s", db.Name, size, q.name), func(b *testing.B) {
+					env.MustGQL(f.Tenant.ViewerToken, q.query, nil) // warm the token cache and the query cache
+					// Page through the fleet so deep pages are measured too, wrapping at the end.
+					after := ""
+					counter.n.Store(0)
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						vars := map[string]any{}
+						if after != "" {
+							vars["after"] = after
+						}
+						c := env.MustGQL(f.Tenant.ViewerToken, q.query, vars)["assets"].(map[string]any)
+						if len(c["edges"].([]any)) == 0 {
+							b.Fatal("empty page")
+						}
+						info := c["pageInfo"].(map[string]any)
 						after = ""
+						if info["hasNextPage"] == true {
+							after = info["endCursor"].(string)
+						}
 					}
-				}
-				b.StopTimer()
-				b.ReportMetric(float64(counter.n.Load())/float64(b.N), "stmts/op")
-			})
+					b.StopTimer()
+					b.ReportMetric(float64(counter.n.Load())/float64(b.N), "stmts/op")
+				})
+			}
 		}
 	}
 }

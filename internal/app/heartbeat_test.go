@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -129,6 +128,7 @@ type hbFixture struct {
 	neverSeen        *testenv.Agent // revoked before any heartbeat
 	revokedToken     *testenv.Agent // its token is revoked
 	expiredToken     *testenv.Agent // its token has expired
+	expiringToken    *testenv.Agent // its token expired after an accepted heartbeat
 	agentB           *testenv.Agent // tenant B
 	existingID       string         // a heartbeat id plain has sent with fullBody
 	existingReceived string
@@ -182,6 +182,16 @@ func newHBFixture(t *testing.T, env *testenv.Env) *hbFixture {
 			t.Fatal(err)
 		}
 	}
+	// A token that expires after it was used (and so may sit in a cache).
+	f.expiringToken = env.Enroll(tok, "expiring-token-host", "")
+	if _, err := env.App.Store.W.NewRaw(`UPDATE api_tokens SET expires_at = ? WHERE principal_id =
+		(SELECT principal_id FROM agent_identities WHERE agent_id = ?)`, now+60_000_000, f.expiringToken.ID).Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if r := env.Do(http.MethodPost, hbPath(f.expiringToken.ID), f.expiringToken.Token, fullBody("hb-before-expiry")); r.Status != 200 {
+		t.Fatalf("heartbeat before expiry: %d %s", r.Status, r.Body)
+	}
+	env.Clock.Advance(2 * time.Minute)
 	siteB := env.Site(f.b, "HQ")
 	_, f.collectorBToken = env.Collector(f.b, siteB, "relay-b")
 	f.agentB = env.Enroll(env.EnrollmentToken(f.b, siteB, nil, 1), "b-host", "")
@@ -296,6 +306,8 @@ func heartbeatCases() []hbCase {
 			agent: func(f *hbFixture) string { return f.revokedToken.ID }, status: 401, code: "unauthenticated"},
 		{name: "expired token", token: func(f *hbFixture) string { return f.expiredToken.Token },
 			agent: func(f *hbFixture) string { return f.expiredToken.ID }, status: 401, code: "unauthenticated"},
+		{name: "token expired after use", token: func(f *hbFixture) string { return f.expiringToken.Token },
+			agent: func(f *hbFixture) string { return f.expiringToken.ID }, status: 401, code: "unauthenticated"},
 		{name: "no token and wrong media type", restOnly: true, token: func(*hbFixture) string { return "" },
 			header: []string{"Content-Type", "text/plain"}, status: 401, code: "unauthenticated"},
 
@@ -469,7 +481,7 @@ type hbAnswer struct {
 	raw       []byte
 }
 
-func sendREST(env *testenv.Env, tc *hbCase, f *hbFixture, token, agentID string, body map[string]any) hbAnswer {
+func sendREST(env *testenv.Env, tc *hbCase, token, agentID string, body map[string]any) hbAnswer {
 	var payload any = body
 	if tc.raw != "" || tc.emptyBody {
 		payload = []byte(tc.raw)
@@ -544,7 +556,7 @@ func TestHeartbeatCases(t *testing.T) {
 						var got hbAnswer
 						wantCode, wantField, wantStatus := tc.code, tc.field, tc.status
 						if tr == "rest" {
-							got = sendREST(env, &tc, f, token, agentID, body(f, id))
+							got = sendREST(env, &tc, token, agentID, body(f, id))
 						} else {
 							var input any = toGQL(body(f, id))
 							if tc.gqlInput != nil {
@@ -850,12 +862,8 @@ func readAllAssets(t *testing.T, env *testenv.Env, token string) []byte {
 	return out
 }
 
-// buildCLI builds the real oneprotect binary once for the tests that run it.
-var buildCLI = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "oneprotect-cli-")
-	if err != nil {
-		return "", err
-	}
+// buildCLI builds the real oneprotect binary into dir.
+func buildCLI(dir string) (string, error) {
 	bin := filepath.Join(dir, "oneprotect")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	cmd.Dir = "../.."
@@ -863,9 +871,11 @@ var buildCLI = sync.OnceValues(func() (string, error) {
 		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
 	return bin, nil
-})
+}
 
 func TestProjectionRebuild(t *testing.T) {
+	binDir := t.TempDir()
+	cli := sync.OnceValues(func() (string, error) { return buildCLI(binDir) })
 	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
 		env := testenv.New(t, dsn)
 		acme := env.Tenant("Acme")
@@ -902,6 +912,9 @@ func TestProjectionRebuild(t *testing.T) {
 			t.Fatalf("re-enrollment changed the asset id")
 		}
 		send(m1b.Token, m1b, map[string]any{"heartbeat_id": "a", "hostname": "m1-new"})
+		if r := env.Do(http.MethodPost, hbPath(m1.ID), m1.Token, fullBody("y")); r.Status != 403 || r.ErrorCode() != "agent_revoked" {
+			t.Fatalf("superseded identity that sent heartbeats: %d %s", r.Status, r.Body)
+		}
 		// Machine 3 re-enrolls before its first heartbeat.
 		m3b := env.Enroll(env.EnrollmentToken(acme, branch, nil, 1), "m3-new", "machine-3")
 		send(m3b.Token, m3b, fullBody("a"))
@@ -928,7 +941,7 @@ func TestProjectionRebuild(t *testing.T) {
 			}
 		})
 		t.Run("cli", func(t *testing.T) {
-			bin, err := buildCLI()
+			bin, err := cli()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1114,4 +1127,80 @@ func BenchmarkSubmitHeartbeat(b *testing.B) {
 			})
 		})
 	}
+}
+
+// A body without a Content-Length (chunked) obeys --max-body too, on both transports.
+func TestHeartbeatChunkedBodyLimit(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		env := testenv.New(t, dsn)
+		ag := env.NewFleet("Acme").Agent
+		huge := strings.Repeat("x", int(env.App.Config.MaxBody))
+		for _, tc := range []struct {
+			path, body, want string
+		}{
+			{hbPath(ag.ID), `{"hostname": "` + huge + `"}`, `"code":"payload_too_large"`},
+			{"/query", `{"query": "mutation { submitHeartbeat(agentId: \"` + ag.ID + `\", input: {hostname: \"` + huge + `\"}) { accepted } }"}`,
+				`"code":"PAYLOAD_TOO_LARGE"`},
+		} {
+			// io.MultiReader hides the length, so the client sends the body chunked.
+			req, err := http.NewRequest(http.MethodPost, env.Server.URL+tc.path, io.MultiReader(strings.NewReader(tc.body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+ag.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if req.ContentLength != 0 || resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), tc.want) {
+				t.Errorf("%s: %d %s", tc.path, resp.StatusCode, body)
+			}
+		}
+		// A chunked body within the limit is served as usual.
+		req, _ := http.NewRequest(http.MethodPost, env.Server.URL+"/query", io.MultiReader(strings.NewReader(
+			`{"query": "mutation { submitHeartbeat(agentId: \"`+ag.ID+`\", input: {heartbeatId: \"c\"}) { accepted } }"}`)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+ag.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `"accepted":true`) {
+			t.Errorf("chunked heartbeat: %d %s", resp.StatusCode, body)
+		}
+	})
+}
+
+// revokeAgentIdentity on one replica takes effect for the very next heartbeat on another,
+// even one that has just accepted a heartbeat of that agent.
+func TestHeartbeatRevocationAcrossReplicas(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		one := testenv.New(t, dsn)
+		two := testenv.New(t, dsn)
+		fl := one.NewFleet("Acme")
+		ag := fl.Agent
+		for _, id := range []string{"a", "b"} {
+			if r := two.Do(http.MethodPost, hbPath(ag.ID), ag.Token, fullBody(id)); r.Status != 200 {
+				t.Fatalf("heartbeat on replica two: %d %s", r.Status, r.Body)
+			}
+		}
+		one.MustGQL(fl.Tenant.AdminToken, `mutation($a: ID!) { revokeAgentIdentity(agentId: $a) { status } }`, map[string]any{"a": ag.ID})
+		before := fmt.Sprint(gqlAsset(t, one, fl.Tenant.AdminToken, ag.AssetID, ag.ID))
+		for _, body := range []map[string]any{fullBody("c"), fullBody("a"), with(fullBody("b"), "hostname", "other")} {
+			if r := two.Do(http.MethodPost, hbPath(ag.ID), ag.Token, body); r.Status != 403 || r.ErrorCode() != "agent_revoked" {
+				t.Errorf("%s after revocation: %d %s", body["heartbeat_id"], r.Status, r.Body)
+			}
+			if g := sendGQL(two, ag.Token, nil, ag.ID, toGQL(body)); g.code != "AGENT_REVOKED" {
+				t.Errorf("%s after revocation over GraphQL: %s", body["heartbeat_id"], g.raw)
+			}
+		}
+		if after := fmt.Sprint(gqlAsset(t, one, fl.Tenant.AdminToken, ag.AssetID, ag.ID)); after != before {
+			t.Errorf("refused heartbeats wrote:\nbefore %s\nafter  %s", before, after)
+		}
+	})
 }

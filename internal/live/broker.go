@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,7 +24,6 @@ type Update struct {
 
 const (
 	channel       = "oneprotect_asset_updated"
-	flushInterval = 100 * time.Millisecond
 	maxPayload    = 7000 // PostgreSQL's NOTIFY payload limit is 8000 bytes
 	subscriberBuf = 256
 )
@@ -38,6 +38,7 @@ type Broker struct {
 	pending []Update                              // to NOTIFY other replicas
 	wake    chan struct{}
 	dsn     string
+	linked  atomic.Bool // Run is linking replicas: updates are queued for NOTIFY
 }
 
 type subscription struct {
@@ -55,7 +56,7 @@ func NewBroker(postgresDSN string, log *slog.Logger) *Broker {
 func (b *Broker) AssetUpdated(tenantID, siteID, assetID string) {
 	u := Update{TenantID: tenantID, SiteID: siteID, AssetID: assetID}
 	b.deliver(u)
-	if b.dsn == "" {
+	if !b.linked.Load() {
 		return
 	}
 	b.mu.Lock()
@@ -109,6 +110,8 @@ func (b *Broker) Run(ctx context.Context) {
 	if b.dsn == "" {
 		return
 	}
+	b.linked.Store(true)
+	defer b.linked.Store(false)
 	go b.notifyLoop(ctx)
 	for ctx.Err() == nil {
 		if err := b.listen(ctx); err != nil && ctx.Err() == nil {
@@ -148,7 +151,9 @@ func (b *Broker) listen(ctx context.Context) error {
 	}
 }
 
-// notifyLoop sends pending updates to the other replicas, a batch per NOTIFY.
+// notifyLoop sends pending updates to the other replicas, a batch per NOTIFY. It sends as
+// soon as it is woken, so a lone update travels at once; under load, what arrives while one
+// NOTIFY is in flight goes out together in the next.
 func (b *Broker) notifyLoop(ctx context.Context) {
 	var conn *pgx.Conn
 	defer func() {
@@ -162,7 +167,6 @@ func (b *Broker) notifyLoop(ctx context.Context) {
 			return
 		case <-b.wake:
 		}
-		time.Sleep(flushInterval) // gather what arrives meanwhile into the same NOTIFY
 		b.mu.Lock()
 		batch := b.pending
 		b.pending = nil
