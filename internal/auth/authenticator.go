@@ -11,7 +11,8 @@ import (
 	"github.com/oneprotect/telemetry/internal/domain"
 )
 
-// TokenStore finds the principal of a live (unexpired, unrevoked) token by its hash.
+// TokenStore finds the principal of a live (unexpired, unrevoked) token by its hash; no
+// such token is a nil principal and a nil error.
 type TokenStore interface {
 	PrincipalByTokenHash(ctx context.Context, hash string, now time.Time) (*domain.Principal, string, error)
 }
@@ -51,13 +52,9 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 	}
 	p, stored, err := a.Tokens.PrincipalByTokenHash(ctx, hash, a.Now())
 	if err != nil {
-		var de *domain.Error
-		if errors.As(err, &de) {
-			return nil, err
-		}
-		return nil, domain.ErrUnauthenticated // not found
+		return nil, err // the database failed: not the caller's fault, so not a 401
 	}
-	if !HashesEqual(stored, hash) {
+	if p == nil || !HashesEqual(stored, hash) {
 		return nil, domain.ErrUnauthenticated
 	}
 	if a.cache != nil {
@@ -89,7 +86,7 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		ctx := r.Context()
 		if err == nil {
 			ctx = WithPrincipal(ctx, p)
-		} else if domain.ErrorCode(err) == domain.CodeUnavailable {
+		} else if !errors.Is(err, domain.ErrUnauthenticated) {
 			ctx = context.WithValue(ctx, authErrKey{}, err)
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
@@ -97,7 +94,7 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 }
 
 // FailedAuthentication returns the error that kept a presented token from being checked
-// (the database was unavailable), if any.
+// (the database failed), if any.
 func FailedAuthentication(ctx context.Context) error {
 	err, _ := ctx.Value(authErrKey{}).(error)
 	return err

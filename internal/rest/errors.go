@@ -4,6 +4,7 @@
 package rest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -52,6 +53,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 	var body errorBody
 	body.Error.RequestID = observe.RequestID(r.Context())
 	var de *domain.Error
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client went away; nobody is left to answer
+	}
 	if errors.As(err, &de) {
 		body.Error.Code, body.Error.Message, body.Error.Field = string(de.Code), de.Message, de.Field
 	} else {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -168,6 +169,9 @@ func (s *Store) PrincipalByTokenHash(ctx context.Context, hash string, now time.
 		JOIN principals p ON p.id = t.principal_id AND p.tenant_id = t.tenant_id
 		WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)`,
 		hash, Micros(now)).Scan(ctx, &row)
+	if errors.Is(mapErr(err), ErrNotFound) {
+		return nil, "", nil
+	}
 	if err != nil {
 		return nil, "", mapErr(err)
 	}
