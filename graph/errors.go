@@ -52,6 +52,12 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			return gerr // a request-level error gqlgen wrote for the client
 		}
 		id := observe.RequestID(ctx)
+		if errors.Is(err, context.Canceled) {
+			// The client went away (a closed subscription, an aborted request): nobody reads
+			// the answer and nothing failed.
+			return &gqlerror.Error{Message: "request canceled", Path: gerr.Path,
+				Extensions: map[string]any{"code": "CANCELED", "requestId": id}}
+		}
 		log.Error("graphql internal error", "request_id", id, "path", gerr.Path.String(), "err", err)
 		return &gqlerror.Error{Message: "internal error (request " + id + ")", Path: gerr.Path,
 			Extensions: map[string]any{"code": "INTERNAL", "requestId": id}}

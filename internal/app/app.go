@@ -88,6 +88,10 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, err
 	}
 	a := &App{Config: cfg, Store: st, Metrics: observe.NewMetrics()}
+	st.ObserveCommit = func(n int, took time.Duration) {
+		a.Metrics.CommitSize.Observe(float64(n))
+		a.Metrics.CommitSeconds.Observe(took.Seconds())
+	}
 	a.Auth = auth.NewAuthenticator(st, cfg.Now)
 	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now}
 	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}

@@ -579,6 +579,7 @@ func TestDashboardCostLimits(t *testing.T) {
 			return `query($id: ID!) { asset(id: $id) { ` + strings.Repeat("agent { asset { ", depth) + "id" +
 				strings.Repeat(" } }", depth) + " } }"
 		}
+		env.MustGQL(viewer, `{ viewer { id } }`, nil) // warms the token cache
 		for _, tc := range []struct{ name, query string }{
 			{"deep nesting", nested(50)},
 			{"exponential fragments", frag.String()},
@@ -597,8 +598,8 @@ func TestDashboardCostLimits(t *testing.T) {
 			if code != "COMPLEXITY_LIMIT_EXCEEDED" && code != "GRAPHQL_PARSE_FAILED" && code != "GRAPHQL_VALIDATION_FAILED" {
 				t.Errorf("%s: not refused: %.300s", tc.name, r.Raw)
 			}
-			// One statement authenticates the caller; no resolver may run after it.
-			if n > 1 || r.Data != nil {
+			// The caller's token is cached (warmed above), so any statement means a resolver ran.
+			if n != 0 || r.Data != nil {
 				t.Errorf("%s: %d statements, data %v: resolvers ran", tc.name, n, r.Data)
 			}
 			t.Logf("%s: %s in %v", tc.name, code, elapsed)

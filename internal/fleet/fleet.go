@@ -6,7 +6,8 @@ package fleet
 import (
 	"context"
 	"errors"
-	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/auth"
@@ -40,11 +41,21 @@ func limit(first *int) (int, error) {
 	return *first, nil
 }
 
-func str(p *string) string {
-	if p == nil {
-		return "\x00"
+// fingerprint names a listing and its filter for the cursor's signature, so that a cursor is
+// only valid for the listing and filter that made it. Values are quoted, so no two
+// different filters (a missing value included) share a fingerprint.
+func fingerprint(listing string, values ...*string) string {
+	var b strings.Builder
+	b.WriteString(listing)
+	for _, v := range values {
+		b.WriteByte(' ')
+		if v == nil {
+			b.WriteByte('-')
+			continue
+		}
+		b.WriteString(strconv.Quote(*v))
 	}
-	return *p
+	return b.String()
 }
 
 // viewer returns the calling user (any role).
@@ -75,11 +86,12 @@ func (s *Service) Assets(ctx context.Context, first *int, after *string, f store
 	if err != nil {
 		return nil, err
 	}
-	online := "\x00"
+	var online *string
 	if f.Online != nil {
-		online = fmt.Sprint(*f.Online)
+		s := strconv.FormatBool(*f.Online)
+		online = &s
 	}
-	query := "assets\x00" + str(f.SiteID) + "\x00" + online + "\x00" + str(f.HostnameContains)
+	query := fingerprint("assets", f.SiteID, online, f.HostnameContains)
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
 	if err != nil {
 		return nil, err
@@ -120,11 +132,12 @@ func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string
 	if err != nil {
 		return nil, err
 	}
-	status := "\x00"
+	var status *string
 	if f.Status != nil {
-		status = string(*f.Status)
+		s := string(*f.Status)
+		status = &s
 	}
-	query := "identities\x00" + str(f.SiteID) + "\x00" + status
+	query := fingerprint("identities", f.SiteID, status)
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
 	if err != nil {
 		return nil, err
@@ -153,7 +166,7 @@ func (s *Service) Events(ctx context.Context, first *int, after *string, f store
 	if err != nil {
 		return nil, err
 	}
-	query := "events\x00" + str(f.AssetID) + "\x00" + str(f.AgentID) + "\x00" + str(f.Type)
+	query := fingerprint("events", f.AssetID, f.AgentID, f.Type)
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
 	if err != nil {
 		return nil, err

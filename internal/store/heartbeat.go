@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -223,12 +224,21 @@ func (s *Store) commitLoop(c *committer) {
 			}
 		case job := <-c.jobs:
 			batch = append(batch[:0], job)
+			// When the queue is empty, yield to the request goroutines a couple of times before
+			// committing: under load they enqueue meanwhile and batches grow from ~2 to ~12
+			// heartbeats, so one BEGIN/COMMIT/sync serves many. Idle, Gosched returns at once.
+			yields := 0
 		fill:
 			for len(batch) < maxBatch {
 				select {
 				case job := <-c.jobs:
 					batch = append(batch, job)
 				default:
+					if yields < 2 {
+						yields++
+						runtime.Gosched()
+						continue
+					}
 					break fill
 				}
 			}
@@ -254,7 +264,11 @@ func (s *Store) commitBatch(batch []*heartbeatJob) {
 		// One lock order across committers: no deadlock between two batches.
 		sort.SliceStable(live, func(i, j int) bool { return live[i].w.AgentID < live[j].w.AgentID })
 	}
+	start := time.Now()
 	err := s.runBatch(live)
+	if s.ObserveCommit != nil {
+		s.ObserveCommit(len(live), time.Since(start))
+	}
 	if err != nil && len(live) > 1 {
 		for _, job := range live {
 			job.err = s.runBatch([]*heartbeatJob{job})

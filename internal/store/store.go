@@ -46,6 +46,9 @@ type Store struct {
 	stmts   *stmtCache
 	commit  *committer
 	reads   readStatements
+
+	// ObserveCommit, when set, learns the size and duration of every heartbeat group commit.
+	ObserveCommit func(heartbeats int, took time.Duration)
 }
 
 // IsPostgres reports whether dsn selects PostgreSQL (CONTRACT §3).
@@ -83,8 +86,8 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("empty SQLite path")
 	}
-	open := func(conns int) (*bun.DB, error) {
-		sqldb, err := sql.Open(sqliteshim.ShimName, sqliteDSN(path))
+	open := func(conns, cacheKiB int) (*bun.DB, error) {
+		sqldb, err := sql.Open(sqliteshim.ShimName, sqliteDSN(path, cacheKiB))
 		if err != nil {
 			return nil, err
 		}
@@ -94,11 +97,13 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 		sqldb.SetConnMaxIdleTime(0)
 		return bun.NewDB(sqldb, sqlitedialect.New()), nil
 	}
-	w, err := open(1)
+	// The writer's page cache holds the insertion points of the event indexes (one per agent
+	// and index) so heartbeats do not wait on page reads; readers share the OS cache.
+	w, err := open(1, 64<<10)
 	if err != nil {
 		return nil, err
 	}
-	r, err := open(8)
+	r, err := open(8, 8<<10)
 	if err != nil {
 		w.Close()
 		return nil, err
@@ -112,16 +117,19 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
-// sqliteDSN enables WAL, a busy timeout (for other processes such as the CLI), foreign keys
-// and full fsync on every connection, in the syntax of whichever driver sqliteshim selected.
-// BEGIN IMMEDIATE takes the write lock when a transaction starts, not halfway through it.
-func sqliteDSN(path string) string {
+// sqliteDSN enables WAL, a busy timeout (for other processes such as the CLI), foreign keys,
+// full fsync and a page cache of cacheKiB on every connection, in the syntax of whichever
+// driver sqliteshim selected. BEGIN IMMEDIATE takes the write lock when a transaction
+// starts, not halfway through it.
+func sqliteDSN(path string, cacheKiB int) string {
 	u := "file:" + (&url.URL{Path: path}).EscapedPath()
+	cache := strconv.Itoa(-cacheKiB) // negative: KiB rather than pages
 	if sqliteshim.DriverName() == "sqlite3" { // mattn/go-sqlite3 (-tags cgosqlite)
-		return u + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=1&_synchronous=FULL&_txlock=immediate"
+		return u + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=1&_synchronous=FULL&_txlock=immediate" +
+			"&_cache_size=" + cache
 	}
 	return u + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)" +
-		"&_pragma=synchronous(FULL)&_txlock=immediate"
+		"&_pragma=synchronous(FULL)&_txlock=immediate&_pragma=cache_size(" + cache + ")"
 }
 
 func newStore(d Dialect, r, w *bun.DB, path string) *Store {
