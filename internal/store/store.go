@@ -123,7 +123,7 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 // starts, not halfway through it.
 func sqliteDSN(path string, cacheKiB int) string {
 	u := "file:" + (&url.URL{Path: path}).EscapedPath()
-	cache := strconv.Itoa(-cacheKiB) // negative: KiB rather than pages
+	cache := strconv.Itoa(-cacheKiB)          // negative: KiB rather than pages
 	if sqliteshim.DriverName() == "sqlite3" { // mattn/go-sqlite3 (-tags cgosqlite)
 		return u + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=1&_synchronous=FULL&_txlock=immediate" +
 			"&_cache_size=" + cache
