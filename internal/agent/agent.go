@@ -172,7 +172,7 @@ func (r *runner) run(ctx context.Context) error {
 		if r.cfg.Once {
 			return nil
 		}
-		if err := sleep(ctx, r.jittered(r.interval(st))); err != nil {
+		if err := Sleep(ctx, r.jittered(r.interval(st))); err != nil {
 			return err
 		}
 	}
@@ -208,7 +208,7 @@ func (r *runner) enroll(ctx context.Context) (*State, error) {
 		}
 		wait := r.backoff(attempt, apiErr)
 		r.log.Warn("enrollment failed, retrying", "err", err, "in", wait.String())
-		if err := sleep(ctx, wait); err != nil {
+		if err := Sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
@@ -242,7 +242,7 @@ func (r *runner) deliver(ctx context.Context, st *State) (string, *HeartbeatResu
 		if r.cfg.OnRetry != nil {
 			r.cfg.OnRetry(hb.HeartbeatID, wait, err)
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := Sleep(ctx, wait); err != nil {
 			return hb.HeartbeatID, nil, err
 		}
 	}
@@ -287,7 +287,8 @@ func (r *runner) hostname() string {
 	return Hostname()
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// Sleep waits for d or until ctx ends, whichever comes first.
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

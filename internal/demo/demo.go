@@ -180,7 +180,7 @@ func (s *simAgent) flaky() bool   { return s.n%9 == 4 }
 
 func (s *simAgent) run(ctx context.Context) {
 	// Spread the start so the fleet does not arrive in one burst.
-	if sleep(ctx, time.Duration(s.n)*50*time.Millisecond) != nil {
+	if agent.Sleep(ctx, time.Duration(s.n)*50*time.Millisecond) != nil {
 		return
 	}
 	if !s.enroll(ctx) {
@@ -190,7 +190,7 @@ func (s *simAgent) run(ctx context.Context) {
 	for {
 		if s.flaky() && time.Now().After(upUntil) {
 			// Quiet long enough to turn offline, then back.
-			if sleep(ctx, randDuration(45*time.Second, 90*time.Second)) != nil {
+			if agent.Sleep(ctx, randDuration(45*time.Second, 90*time.Second)) != nil {
 				return
 			}
 			upUntil = time.Now().Add(randDuration(60*time.Second, 120*time.Second))
@@ -198,7 +198,7 @@ func (s *simAgent) run(ctx context.Context) {
 		if !s.heartbeat(ctx) || s.retired() {
 			return
 		}
-		if sleep(ctx, randDuration(minInterval, maxInterval)) != nil {
+		if agent.Sleep(ctx, randDuration(minInterval, maxInterval)) != nil {
 			return
 		}
 	}
@@ -221,7 +221,7 @@ func (s *simAgent) enroll(ctx context.Context) bool {
 			s.log.Warn("demo agent could not enroll", "host", s.hostname(), "err", err)
 			return false
 		}
-		if sleep(ctx, time.Second) != nil {
+		if agent.Sleep(ctx, time.Second) != nil {
 			return false
 		}
 	}
@@ -290,14 +290,3 @@ func (s *simAgent) inventory() agent.Inventory {
 }
 
 func randDuration(lo, hi time.Duration) time.Duration { return lo + rand.N(hi-lo+1) }
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

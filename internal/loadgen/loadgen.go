@@ -383,7 +383,7 @@ func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
 					ws.hist.record(time.Since(began))
 					if err != nil {
 						status = 0
-						if sleep(ctx, 10*time.Millisecond) != nil { // the server is gone: do not spin
+						if agent.Sleep(ctx, 10*time.Millisecond) != nil { // the server is gone: do not spin
 							break
 						}
 					}
@@ -474,17 +474,6 @@ func (ws *workerStats) record(cfg Config, status int, body []byte) bool {
 	}
 	ws.accepted++
 	return true
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // graphQLError returns the first error's extensions.code when the answer has errors.
