@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Heartbeat load benchmark (BENCHMARKS.md): the bare-handler ceiling and the service, driven by
-# the same wrk script over the same 1,000 enrolled agents, in one run.
+# the same wrk script over the same enrolled agents, in one run. Every service phase starts on a
+# fresh database, so no phase inherits the rows of another.
 #
-#   internal/tools/heartbeat-bench.sh [--db DSN] [--agents N] [--duration 10s] [--bin PATH]
+#   internal/tools/heartbeat-bench.sh [--postgres BASE_URL] [--agents 1000] [--duration 10s] [--bin PATH]
 #
-# Needs wrk and jq. Everything listens on 127.0.0.1 and stops by itself.
+# BASE_URL is a PostgreSQL server URL (databases are created on it and dropped afterwards);
+# without it the service runs on SQLite files. Needs wrk, jq (and psql for PostgreSQL).
+# Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DB=""; AGENTS=1000; DURATION=10s; BIN=""; CONNS=64
+PG=""; AGENTS=1000; DURATION=10s; BIN=""; CONNS=64
 while [ $# -gt 0 ]; do
   case "$1" in
-    --db) DB=$2; shift 2 ;;
+    --postgres) PG=$2; shift 2 ;;
     --agents) AGENTS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
@@ -19,32 +22,58 @@ while [ $# -gt 0 ]; do
   esac
 done
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+DBS=()
+SVC=127.0.0.1:18770; CEIL=127.0.0.1:18771; SVC_PID=""
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  for db in "${DBS[@]}"; do psql "$PG" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
 go build -o "$WORK/ceiling" ./internal/tools/ceiling
-[ -n "$DB" ] || DB=$WORK/bench.db
-SVC=127.0.0.1:18770; CEIL=127.0.0.1:18771
+"$WORK/ceiling" --addr $CEIL &
 
-"$WORK/ceiling" --addr $CEIL & 
-"$BIN" serve --db "$DB" --addr $SVC 2>"$WORK/serve.log" &
-for _ in $(seq 1 100); do curl -sf http://$SVC/readyz >/dev/null && break; sleep 0.1; done
+# fresh_service PHASE: stops the service, starts it on an empty database, enrolls the agents.
+fresh_service() {
+  if [ -n "$SVC_PID" ]; then kill "$SVC_PID"; wait "$SVC_PID" 2>/dev/null || true; fi
+  if [ -n "$PG" ]; then
+    local name="oneprotect_bench_$1_$$"
+    psql "$PG" -qc "CREATE DATABASE $name" >/dev/null
+    DBS+=("$name")
+    DB=$(echo "$PG" | sed -E "s#(postgres(ql)?://[^/]*)/[^?]*#\1/$name#")
+  else
+    DB=$WORK/$1.db
+  fi
+  "$BIN" serve --db "$DB" --addr $SVC 2>>"$WORK/serve.log" &
+  SVC_PID=$!
+  for _ in $(seq 1 100); do curl -sf http://$SVC/readyz >/dev/null && break; sleep 0.1; done
+  local tenant admin site token
+  tenant=$("$BIN" tenant create --db "$DB" --name "Bench $1" --json | jq -r .tenant_id)
+  admin=$("$BIN" user create --db "$DB" --tenant "$tenant" --name bench --role admin --json | jq -r .token)
+  gql() { curl -s http://$SVC/query -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d "$1"; }
+  site=$(gql '{"query":"mutation { createSite(input: {name: \"Bench\"}) { id } }"}' | jq -r .data.createSite.id)
+  token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$site"'","n":'"$AGENTS"'}}' | jq -r .data.createEnrollmentToken.token)
+  rm -f "$WORK/agents.json"
+  "$BIN" loadgen --server http://$SVC --enrollment-token "$token" --agents "$AGENTS" --duration 0 \
+    --agents-file "$WORK/agents.json" --wrk-lua "$WORK/heartbeats.lua" --quiet | grep -E '^enrollment'
+}
 
-TENANT=$("$BIN" tenant create --db "$DB" --name "Bench $(date +%s%N)" --json | jq -r .tenant_id)
-ADMIN=$("$BIN" user create --db "$DB" --tenant "$TENANT" --name bench --role admin --json | jq -r .token)
-gql() { curl -s http://$SVC/query -H "Authorization: Bearer $ADMIN" -H 'Content-Type: application/json' -d "$1"; }
-SITE=$(gql '{"query":"mutation { createSite(input: {name: \"Bench\"}) { id } }"}' | jq -r .data.createSite.id)
-TOKEN=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$SITE"'","n":'"$AGENTS"'}}' | jq -r .data.createEnrollmentToken.token)
+commits() {
+  curl -s http://$SVC/metrics | grep -E '^oneprotect_heartbeat_commit_(size|seconds)_(sum|count)' | tr '\n' ' '; echo
+  echo "server RSS: $(ps -o rss= -p "$SVC_PID" | awk '{printf "%.0f MiB", $1/1024}')"
+}
 
-echo "== enrollment ($AGENTS agents)"
-"$BIN" loadgen --server http://$SVC --enrollment-token "$TOKEN" --agents "$AGENTS" --duration 0 \
-  --agents-file "$WORK/agents.json" --wrk-lua "$WORK/heartbeats.lua" --quiet
-echo "== ceiling: wrk -t2 -c$CONNS -d$DURATION"
-wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/heartbeats.lua" http://$CEIL | grep -E "Requests/sec|Non-2xx|Socket|^ +(50|99)%"
-echo "== service REST: wrk -t2 -c$CONNS -d$DURATION"
-wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/heartbeats.lua" http://$SVC | grep -E "Requests/sec|Non-2xx|Socket|^ +(50|99)%"
-echo "== service GraphQL: oneprotect loadgen --graphql --concurrency $CONNS --duration $DURATION"
-"$BIN" loadgen --server http://$SVC --agents "$AGENTS" --agents-file "$WORK/agents.json" --duration "$DURATION" \
-  --concurrency "$CONNS" --graphql --quiet
-echo "== group commits"
-curl -s http://$SVC/metrics | grep -E '^oneprotect_heartbeat_commit_(size|seconds)_(sum|count)'
-echo "== server RSS: $(ps -o rss= -p "$(pgrep -f "serve --db $DB --addr $SVC" | head -1)" | awk '{printf "%.0f MiB", $1/1024}')"
+echo "== phase 1: REST over wrk (-t2 -c$CONNS -d$DURATION), ceiling then service"
+fresh_service rest
+wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/heartbeats.lua" http://$CEIL | grep -E "Requests/sec|Non-2xx|Socket|^ +(50|99)%" | sed 's/^/ceiling: /'
+wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$WORK/heartbeats.lua" http://$SVC | grep -E "Requests/sec|Non-2xx|Socket|^ +(50|99)%" | sed 's/^/service: /'
+commits
+echo "== phase 2: REST over the project's load generator (--concurrency $CONNS)"
+fresh_service loadgen_rest
+"$BIN" loadgen --server http://$SVC --agents "$AGENTS" --agents-file "$WORK/agents.json" --duration "$DURATION" --concurrency "$CONNS" --quiet | grep -E "throughput|latency|status"
+echo "== phase 3: GraphQL submitHeartbeat over the load generator (--concurrency $CONNS)"
+fresh_service loadgen_graphql
+"$BIN" loadgen --server http://$SVC --agents "$AGENTS" --agents-file "$WORK/agents.json" --duration "$DURATION" --concurrency "$CONNS" --graphql --quiet | grep -E "throughput|latency|status"
+commits
