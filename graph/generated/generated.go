@@ -150,6 +150,7 @@ type ComplexityRoot struct {
 	}
 
 	Event struct {
+		ActorID    func(childComplexity int) int
 		AgentID    func(childComplexity int) int
 		AssetID    func(childComplexity int) int
 		ID         func(childComplexity int) int
@@ -722,6 +723,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.EnrollmentTokenEdge.Node(childComplexity), true
 
+	case "Event.actorId":
+		if e.ComplexityRoot.Event.ActorID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Event.ActorID(childComplexity), true
 	case "Event.agentId":
 		if e.ComplexityRoot.Event.AgentID == nil {
 			break
@@ -1399,7 +1406,16 @@ type Asset {
 }
 type OperatingSystem { name: String version: String kernel: String arch: String }
 
-type Event { id: ID! type: String! assetId: ID agentId: ID occurredAt: Time! payload: JSON! }
+type Event {
+  id: ID!
+  type: String!
+  assetId: ID
+  agentId: ID
+  "Extension: the principal that acted (a user, an agent's or collector's service account, or system:stale-sweeper)."
+  actorId: ID
+  occurredAt: Time!
+  payload: JSON!
+}
 
 input HeartbeatInput {
   heartbeatId: String
@@ -1695,6 +1711,8 @@ func (ec *executionContext) childFields_Event(ctx context.Context, field graphql
 		return ec.fieldContext_Event_assetId(ctx, field)
 	case "agentId":
 		return ec.fieldContext_Event_agentId(ctx, field)
+	case "actorId":
+		return ec.fieldContext_Event_actorId(ctx, field)
 	case "occurredAt":
 		return ec.fieldContext_Event_occurredAt(ctx, field)
 	case "payload":
@@ -4106,6 +4124,29 @@ func (ec *executionContext) _Event_agentId(ctx context.Context, field graphql.Co
 	)
 }
 func (ec *executionContext) fieldContext_Event_agentId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Event", field, false, false, "ID")
+}
+
+func (ec *executionContext) _Event_actorId(ctx context.Context, field graphql.CollectedField, obj *domain.Event) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Event_actorId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ActorID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Event_actorId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Event", field, false, false, "ID")
 }
 
@@ -8551,6 +8592,11 @@ func (ec *executionContext) _Event(ctx context.Context, sel ast.SelectionSet, ob
 			}
 		case "agentId":
 			out.Values[i] = ec._Event_agentId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "actorId":
+			out.Values[i] = ec._Event_actorId(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}

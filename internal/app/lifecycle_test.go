@@ -141,3 +141,34 @@ func migrationFiles() (int, error) {
 	}
 	return n, err
 }
+
+// Events name the principal that acted: the admin for a revocation, the agent's own service
+// account for an enrollment and a heartbeat.
+func TestEventsNameTheActor(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		env := testenv.New(t, dsn)
+		f := env.NewFleet("Actors")
+		r := env.Do(http.MethodPost, "/api/v1/agents/"+f.Agent.ID+"/telemetry/heartbeat", f.Agent.Token, map[string]any{"heartbeat_id": "a-1"})
+		if r.Status != http.StatusOK {
+			t.Fatalf("heartbeat: %d %s", r.Status, r.Body)
+		}
+		agentPrincipal := env.MustGQL(f.Agent.Token, `{ viewer { id } }`, nil)["viewer"].(map[string]any)["id"]
+		admin := env.MustGQL(f.Tenant.AdminToken, `{ viewer { id } }`, nil)["viewer"].(map[string]any)["id"]
+		env.MustGQL(f.Tenant.AdminToken, `mutation($a: ID!) { revokeAgentIdentity(agentId: $a) { status } }`, map[string]any{"a": f.Agent.ID})
+
+		d := env.MustGQL(f.Tenant.ViewerToken, `query($a: ID!) { events(filter: {agentId: $a}) { edges { node { type actorId } } } }`,
+			map[string]any{"a": f.Agent.ID})
+		want := map[string]any{"agent.revoked": admin, "asset.telemetry.received": agentPrincipal,
+			"asset.discovered": agentPrincipal, "agent.enrolled": agentPrincipal}
+		edges := d["events"].(map[string]any)["edges"].([]any)
+		if len(edges) != len(want) {
+			t.Fatalf("events: %v", edges)
+		}
+		for _, e := range edges {
+			n := e.(map[string]any)["node"].(map[string]any)
+			if n["actorId"] != want[n["type"].(string)] {
+				t.Errorf("%s: actorId %v, want %v", n["type"], n["actorId"], want[n["type"].(string)])
+			}
+		}
+	})
+}
