@@ -53,11 +53,13 @@ type Enrolled struct {
 
 // Statement texts use ? placeholders; Rebind adapts them to the driver.
 const (
-	upsertAsset = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, os_name, os_version,
+	// The asset upsert in three parts, so that the same text serves a VALUES insert (the
+	// generic path) and an INSERT ... SELECT chained to another statement (PostgreSQL).
+	assetInsert = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, os_name, os_version,
   os_kernel, os_arch, ip_addresses, mac_addresses, cpu_count, memory_bytes, uptime_seconds, facts,
-  first_seen_at, last_seen_at, heartbeat_count)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?, COALESCE(?, '{}'), ?, ?, 1)
-ON CONFLICT (id) DO UPDATE SET
+  first_seen_at, last_seen_at, heartbeat_count)`
+	assetValues   = `?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?, COALESCE(?, '{}'), ?, ?, 1`
+	assetConflict = `ON CONFLICT (id) DO UPDATE SET
   site_id = excluded.site_id,
   agent_id = excluded.agent_id,
   hostname = CASE WHEN ? THEN excluded.hostname ELSE assets.hostname END,
@@ -75,6 +77,7 @@ ON CONFLICT (id) DO UPDATE SET
   heartbeat_count = assets.heartbeat_count + 1
 WHERE assets.tenant_id = excluded.tenant_id
 RETURNING heartbeat_count`
+	upsertAsset = assetInsert + "\nVALUES (" + assetValues + ")\n" + assetConflict
 
 	insertDiscovered = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, ip_addresses,
   mac_addresses, facts, first_seen_at, last_seen_at, heartbeat_count)
@@ -102,6 +105,27 @@ func (p *Projector) Statements() []string {
 // ApplyTelemetry projects one accepted heartbeat and returns the asset's heartbeat count; a
 // count of 1 means this heartbeat discovered the asset.
 func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) (int64, error) {
+	args, err := TelemetryArgs(tenantID, assetID, agentID, occurredAt, t)
+	if err != nil {
+		return 0, err
+	}
+	var count int64
+	if err := tx.QueryRowContext(ctx, p.upsertAsset, args...).Scan(&count); err != nil {
+		return 0, fmt.Errorf("project telemetry: %w", err)
+	}
+	return count, nil
+}
+
+// TelemetryUpsertFrom is ApplyTelemetry's statement as INSERT ... SELECT ... FROM source, with
+// ? placeholders, for a caller that chains the projection to its own statement (PostgreSQL's
+// data-modifying WITH): the asset is written only if source yields a row. Its arguments are
+// TelemetryArgs.
+func TelemetryUpsertFrom(source string) string {
+	return assetInsert + "\nSELECT " + assetValues + " FROM " + source + "\n" + assetConflict
+}
+
+// TelemetryArgs are the arguments of the telemetry upsert, in placeholder order.
+func TelemetryArgs(tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) ([]any, error) {
 	var osName, osVersion, osKernel, osArch *string
 	if t.OS != nil {
 		osName, osVersion, osKernel, osArch = t.OS.Name, t.OS.Version, t.OS.Kernel, t.OS.Arch
@@ -109,31 +133,24 @@ func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, ass
 	hasOS := t.OS != nil
 	ips, err := optJSON(t.IPAddresses)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	macs, err := optJSON(t.MACAddresses)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	var facts *string
 	if t.Facts != nil {
 		b, err := json.Marshal(t.Facts)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		s := string(b)
 		facts = &s
 	}
-	var count int64
-	err = tx.QueryRowContext(ctx, p.upsertAsset,
-		assetID, tenantID, t.SiteID, agentID, t.Hostname, osName, osVersion, osKernel, osArch,
+	return []any{assetID, tenantID, t.SiteID, agentID, t.Hostname, osName, osVersion, osKernel, osArch,
 		ips, macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, facts, occurredAt, occurredAt,
-		t.HostnameReported, hasOS, hasOS, hasOS, hasOS, ips, macs, facts,
-	).Scan(&count)
-	if err != nil {
-		return 0, fmt.Errorf("project telemetry: %w", err)
-	}
-	return count, nil
+		t.HostnameReported, hasOS, hasOS, hasOS, hasOS, ips, macs, facts}, nil
 }
 
 // ApplyDiscovered creates the asset if it does not exist yet (used by rebuild; on the live

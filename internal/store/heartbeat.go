@@ -46,10 +46,36 @@ type HeartbeatOutcome struct {
 
 type heartbeatStatements struct {
 	insertEvent, selectHash, updateIdentity, deleteEvent, selectStatus, insertDiscovered string
+	// oneStatement is the whole write of one heartbeat as one PostgreSQL statement ("" on SQLite).
+	oneStatement string
 }
 
-func newHeartbeatStatements(rebind func(string) string) *heartbeatStatements {
-	return &heartbeatStatements{
+// pgHeartbeat chains the event, the guarded identity update, the projection and the discovery
+// event with data-modifying WITH clauses, so a heartbeat costs PostgreSQL one round trip instead
+// of three. Each step runs only if the one before it wrote a row: a duplicate (the event's key
+// exists) writes nothing, and an identity that is no longer ENROLLED or ACTIVE is not updated.
+// The three counts it returns tell the caller which case it was.
+var pgHeartbeat = `WITH ev AS (
+  INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload, heartbeat_id, request_hash)
+  SELECT ?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?
+  ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING
+  RETURNING id
+), ident AS (
+  UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?, activity_at = ?,
+    hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
+  WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE') AND EXISTS (SELECT 1 FROM ev)
+  RETURNING agent_id
+), asset AS (
+` + projection.TelemetryUpsertFrom("ident") + `
+), disc AS (
+  INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
+  SELECT ?, ?, 'asset.discovered', ?, ?, ?, ?, ? FROM asset WHERE heartbeat_count = 1
+  RETURNING id
+)
+SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM ident), COALESCE((SELECT heartbeat_count FROM asset), 0)`
+
+func newHeartbeatStatements(d Dialect, rebind func(string) string) *heartbeatStatements {
+	h := &heartbeatStatements{
 		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at,
   payload, heartbeat_id, request_hash) VALUES (?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING`),
@@ -62,6 +88,10 @@ WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE')`),
 		insertDiscovered: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at,
   payload) VALUES (?, ?, 'asset.discovered', ?, ?, ?, ?, ?)`),
 	}
+	if d == Postgres {
+		h.oneStatement = rebind(pgHeartbeat)
+	}
+	return h
 }
 
 // applyHeartbeat writes one heartbeat inside tx: the event first (its unique key settles
@@ -69,6 +99,9 @@ WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE')`),
 // revocation that raced the check still wins, then the projection. It returns an error only
 // for a database failure, which aborts the whole transaction.
 func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	if s.hb.oneStatement != "" {
+		return s.applyHeartbeatOneStatement(ctx, tx, w)
+	}
 	st := s.hb
 	at := Micros(w.ReceivedAt)
 	// Allocated before the telemetry event's id so that, in id order, discovery comes first.
@@ -82,24 +115,7 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 	if n, err := res.RowsAffected(); err != nil {
 		return HeartbeatOutcome{}, err
 	} else if n == 0 {
-		var hash string
-		var occurred int64
-		if err := tx.QueryRowContext(ctx, st.selectHash, w.AgentID, w.HeartbeatID).Scan(&hash, &occurred); err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		// The identity's status outranks idempotency (CONTRACT §4's order), and the caller's
-		// view of it may come from a cache: ask the database.
-		var status string
-		if err := tx.QueryRowContext(ctx, st.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		if !domain.AgentStatus(status).CanSubmit() {
-			return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
-		}
-		if hash == w.RequestHash {
-			return HeartbeatOutcome{Duplicate: true, ReceivedAt: FromMicros(occurred)}, nil
-		}
-		return HeartbeatOutcome{Conflict: true}, nil
+		return s.repeated(ctx, tx, w)
 	}
 
 	res, err = tx.ExecContext(ctx, st.updateIdentity, at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
@@ -109,15 +125,7 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 	if n, err := res.RowsAffected(); err != nil {
 		return HeartbeatOutcome{}, err
 	} else if n == 0 {
-		// Revoked or gone stale since the check: take the event back and say why.
-		if _, err := tx.ExecContext(ctx, st.deleteEvent, eventID); err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		var status string
-		if err := tx.QueryRowContext(ctx, st.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
+		return s.refused(ctx, tx, w, eventID)
 	}
 
 	count, err := s.proj.ApplyTelemetry(ctx, tx, w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
@@ -132,6 +140,68 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 		}
 	}
 	return out, nil
+}
+
+// applyHeartbeatOneStatement is applyHeartbeat in one PostgreSQL statement (pgHeartbeat).
+func (s *Store) applyHeartbeatOneStatement(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	at := Micros(w.ReceivedAt)
+	discoveredID, eventID := ids.New(), ids.New() // in id order, discovery comes first
+	asset, err := projection.TelemetryArgs(w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
+	if err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	args := make([]any, 0, 24+len(asset))
+	args = append(args, eventID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload), w.HeartbeatID, w.RequestHash,
+		at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
+	args = append(args, asset...)
+	args = append(args, discoveredID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload))
+	var inserted, updated, count int64
+	if err := tx.QueryRowContext(ctx, s.hb.oneStatement, args...).Scan(&inserted, &updated, &count); err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	switch {
+	case inserted == 0:
+		return s.repeated(ctx, tx, w)
+	case updated == 0:
+		return s.refused(ctx, tx, w, eventID)
+	}
+	return HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: count == 1}, nil
+}
+
+// repeated answers a heartbeat whose (agent_id, heartbeat_id) was already stored: a duplicate
+// or a conflict, unless the identity may no longer submit.
+func (s *Store) repeated(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	var hash string
+	var occurred int64
+	if err := tx.QueryRowContext(ctx, s.hb.selectHash, w.AgentID, w.HeartbeatID).Scan(&hash, &occurred); err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	// The identity's status outranks idempotency (CONTRACT §4's order), and the caller's
+	// view of it may come from a cache: ask the database.
+	var status string
+	if err := tx.QueryRowContext(ctx, s.hb.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	if !domain.AgentStatus(status).CanSubmit() {
+		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
+	}
+	if hash == w.RequestHash {
+		return HeartbeatOutcome{Duplicate: true, ReceivedAt: FromMicros(occurred)}, nil
+	}
+	return HeartbeatOutcome{Conflict: true}, nil
+}
+
+// refused takes back the event of a heartbeat whose identity was revoked or went stale since
+// it was checked, and says why.
+func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, eventID string) (HeartbeatOutcome, error) {
+	if _, err := tx.ExecContext(ctx, s.hb.deleteEvent, eventID); err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	var status string
+	if err := tx.QueryRowContext(ctx, s.hb.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
 }
 
 // Group commit. Concurrent heartbeats queue up; a committer takes whatever is queued (up to
@@ -155,7 +225,11 @@ type committer struct {
 }
 
 func (h *heartbeatStatements) all() []string {
-	return []string{h.insertEvent, h.selectHash, h.updateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
+	all := []string{h.insertEvent, h.selectHash, h.updateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
+	if h.oneStatement != "" {
+		all = append(all, h.oneStatement)
+	}
+	return all
 }
 
 func (s *Store) startCommitter(ctx context.Context) error {

@@ -135,7 +135,7 @@ func sqliteDSN(path string, cacheKiB int) string {
 func newStore(d Dialect, r, w *bun.DB, path string) *Store {
 	s := &Store{Dialect: d, R: r, W: w, path: path}
 	s.proj = projection.New(s.Rebind)
-	s.hb = newHeartbeatStatements(s.Rebind)
+	s.hb = newHeartbeatStatements(d, s.Rebind)
 	return s
 }
 
