@@ -203,7 +203,7 @@ func writeJSONFile(path string, v any) error {
 	return os.WriteFile(path, data, 0o600) // it holds agent tokens
 }
 
-// enrollAll enrolls cfg.Agents agents with up to 32 concurrent enrollments.
+// enrollAll enrolls cfg.Agents agents with up to 64 concurrent enrollments (at most --concurrency).
 func enrollAll(ctx context.Context, cfg Config) ([]Agent, error) {
 	client := &agent.Client{Server: cfg.Server, HTTP: cfg.HTTP}
 	run := randomHex(4)
@@ -214,7 +214,7 @@ func enrollAll(ctx context.Context, cfg Config) ([]Agent, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for range min(cfg.Agents, 32, max(cfg.Concurrency, 8)) {
+	for range min(cfg.Agents, 64, max(cfg.Concurrency, 8)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -41,7 +41,7 @@ type Metrics struct {
 	requests   *prometheus.CounterVec
 	duration   *prometheus.HistogramVec
 	Heartbeats *prometheus.CounterVec
-	// CommitSize and CommitSeconds describe the heartbeat group commits.
+	// CommitSize and CommitSeconds describe the group commits (heartbeats and enrollments).
 	CommitSize    prometheus.Histogram
 	CommitSeconds prometheus.Histogram
 }
@@ -60,11 +60,11 @@ func NewMetrics() *Metrics {
 		Name: "oneprotect_heartbeats_total", Help: "Heartbeats by outcome (accepted, duplicate, or the error code).",
 	}, []string{"outcome"})
 	m.CommitSize = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "oneprotect_heartbeat_commit_size", Help: "Heartbeats written per group commit.",
+		Name: "oneprotect_group_commit_size", Help: "Writes (heartbeats, enrollments) per group commit.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 	})
 	m.CommitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name: "oneprotect_heartbeat_commit_seconds", Help: "Duration of a heartbeat group commit.",
+		Name: "oneprotect_group_commit_seconds", Help: "Duration of a group commit.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 	})
 	m.Registry.MustRegister(m.requests, m.duration, m.Heartbeats, m.CommitSize, m.CommitSeconds,

@@ -106,13 +106,33 @@ var ErrInvalidEnrollmentToken = &domain.Error{Code: domain.CodeInvalidEnrollment
 // on a token of K uses create exactly min(N, K) identities. An identity already live for the
 // same machine in the tenant is revoked as "superseded" and its asset id carried over.
 func (s *Store) Enroll(ctx context.Context, e *Enrollment) error {
-	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error { return s.enroll(ctx, tx, e) })
+	err := s.enrollInGroupCommit(ctx, e)
 	if domain.ErrorCode(err) == domain.CodeConflict && e.Identity.MachineID != nil {
 		// Backstop only: the machine lock below already serializes re-enrollments of one
 		// machine, but if another enrollment still won the unique index, supersede it.
-		err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error { return s.enroll(ctx, tx, e) })
+		err = s.enrollInGroupCommit(ctx, e)
 	}
 	return err
+}
+
+// enrollInGroupCommit runs one enrollment in the next group commit, like heartbeats, so that
+// an enrollment storm shares transactions and syncs. An invalid token writes nothing (its
+// guarded UPDATE matched no row), so it is an answer for this caller, not a failed batch.
+func (s *Store) enrollInGroupCommit(ctx context.Context, e *Enrollment) error {
+	var answer error
+	err := s.inGroupCommit(ctx, "enroll", func(ctx context.Context, tx bun.Tx, _ *preparedTx) error {
+		err := s.enroll(ctx, tx, e)
+		if errors.Is(err, ErrInvalidEnrollmentToken) {
+			answer = err
+			return nil
+		}
+		answer = nil
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return answer
 }
 
 // machineLockClass namespaces the per-machine advisory locks (the two-int4 key space, apart

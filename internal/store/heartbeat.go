@@ -2,16 +2,13 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"runtime"
-	"sort"
-	"sync"
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/projection"
+	"github.com/uptrace/bun"
 )
 
 // HeartbeatWrite is an accepted-so-far heartbeat: every check that needs no write has passed
@@ -204,26 +201,6 @@ func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, 
 	return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
 }
 
-// Group commit. Concurrent heartbeats queue up; a committer takes whatever is queued (up to
-// maxBatch), writes it in one transaction with one sync, and answers each only after the
-// commit. If the batch fails, each heartbeat is retried alone so one failure cannot sink the
-// others. SQLite has one committer (its single writer connection); PostgreSQL a few.
-const maxBatch = 64
-
-type heartbeatJob struct {
-	ctx  context.Context
-	w    *HeartbeatWrite
-	out  HeartbeatOutcome
-	err  error
-	done chan struct{}
-}
-
-type committer struct {
-	jobs chan *heartbeatJob
-	wg   sync.WaitGroup
-	stop chan struct{}
-}
-
 func (h *heartbeatStatements) all() []string {
 	all := []string{h.insertEvent, h.selectHash, h.updateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
 	if h.oneStatement != "" {
@@ -232,157 +209,16 @@ func (h *heartbeatStatements) all() []string {
 	return all
 }
 
-func (s *Store) startCommitter(ctx context.Context) error {
-	s.stmts = &stmtCache{db: s.W.DB}
-	if err := s.stmts.prepare(ctx, append(s.hb.all(), s.proj.Statements()...)...); err != nil {
-		return err
-	}
-	workers := 1
-	if s.Dialect == Postgres {
-		workers = 4
-	}
-	c := &committer{jobs: make(chan *heartbeatJob, 4*maxBatch), stop: make(chan struct{})}
-	for range workers {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			s.commitLoop(c)
-		}()
-	}
-	s.commit = c
-	return nil
-}
-
-func (s *Store) stopCommitter() {
-	if s.commit == nil {
-		return
-	}
-	close(s.commit.stop)
-	s.commit.wg.Wait()
-	s.commit = nil
-	s.stmts.close()
-}
-
-var errStoreClosed = errors.New("store: closed")
-
 // WriteHeartbeat queues w for the next group commit and waits for its outcome.
 func (s *Store) WriteHeartbeat(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
-	if s.commit == nil {
-		return HeartbeatOutcome{}, errors.New("store: heartbeat writes need Migrate first")
-	}
-	job := &heartbeatJob{ctx: ctx, w: w, done: make(chan struct{})}
-	select {
-	case s.commit.jobs <- job:
-	case <-s.commit.stop:
-		return HeartbeatOutcome{}, errStoreClosed
-	case <-ctx.Done():
-		return HeartbeatOutcome{}, ctx.Err()
-	}
-	<-job.done // once queued, wait for the commit: the caller must learn whether it was written
-	return job.out, job.err
-}
-
-func (s *Store) commitLoop(c *committer) {
-	batch := make([]*heartbeatJob, 0, maxBatch)
-	for {
-		select {
-		case <-c.stop:
-			// Finish what is queued, then leave.
-			for {
-				select {
-				case job := <-c.jobs:
-					s.commitBatch([]*heartbeatJob{job})
-				default:
-					return
-				}
-			}
-		case job := <-c.jobs:
-			batch = append(batch[:0], job)
-			// When the queue is empty, yield to the request goroutines a couple of times before
-			// committing: under load they enqueue meanwhile and batches grow from ~2 to ~12
-			// heartbeats, so one BEGIN/COMMIT/sync serves many. Idle, Gosched returns at once.
-			yields := 0
-		fill:
-			for len(batch) < maxBatch {
-				select {
-				case job := <-c.jobs:
-					batch = append(batch, job)
-				default:
-					if yields < 2 {
-						yields++
-						runtime.Gosched()
-						continue
-					}
-					break fill
-				}
-			}
-			s.commitBatch(batch)
-		}
-	}
-}
-
-func (s *Store) commitBatch(batch []*heartbeatJob) {
-	live := batch[:0:0]
-	for _, job := range batch {
-		if err := job.ctx.Err(); err != nil { // the caller gave up before anything was written
-			job.err = err
-			close(job.done)
-			continue
-		}
-		live = append(live, job)
-	}
-	if len(live) == 0 {
-		return
-	}
-	if s.Dialect == Postgres && len(live) > 1 {
-		// One lock order across committers: no deadlock between two batches.
-		sort.SliceStable(live, func(i, j int) bool { return live[i].w.AgentID < live[j].w.AgentID })
-	}
-	start := time.Now()
-	err := s.runBatch(live)
-	if s.ObserveCommit != nil {
-		s.ObserveCommit(len(live), time.Since(start))
-	}
-	if err != nil && len(live) > 1 {
-		for _, job := range live {
-			job.err = s.runBatch([]*heartbeatJob{job})
-		}
-	} else if err != nil {
-		live[0].err = err
-	}
-	for _, job := range live {
-		if job.err != nil {
-			job.err = mapErr(job.err)
-		}
-		close(job.done)
-	}
-}
-
-// runBatch writes the jobs in one transaction and fills in their outcomes.
-func (s *Store) runBatch(jobs []*heartbeatJob) error {
-	// SQLite runs in-process and cannot hang on a network; a cancellable context would also
-	// cost database/sql a goroutine per query. PostgreSQL gets a deadline.
-	ctx := context.Background()
-	if s.Dialect == Postgres {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
-	tx, err := s.W.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	ptx := &preparedTx{tx: tx, cache: s.stmts}
-	for _, job := range jobs {
-		out, err := s.applyHeartbeat(ctx, ptx, job.w)
+	var out HeartbeatOutcome
+	err := s.inGroupCommit(ctx, w.AgentID, func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
+		o, err := s.applyHeartbeat(ctx, ptx, w)
 		if err != nil {
-			_ = tx.Rollback()
-			return fmt.Errorf("heartbeat %s: %w", job.w.AgentID, err)
+			return fmt.Errorf("heartbeat %s: %w", w.AgentID, err)
 		}
-		job.out = out
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	return nil
+		out = o
+		return nil
+	})
+	return out, err
 }

@@ -47,8 +47,8 @@ type Store struct {
 	commit  *committer
 	reads   readStatements
 
-	// ObserveCommit, when set, learns the size and duration of every heartbeat group commit.
-	ObserveCommit func(heartbeats int, took time.Duration)
+	// ObserveCommit, when set, learns the size and duration of every group commit.
+	ObserveCommit func(writes int, took time.Duration)
 }
 
 // IsPostgres reports whether dsn selects PostgreSQL (CONTRACT §3).

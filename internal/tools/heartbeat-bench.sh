@@ -56,12 +56,12 @@ fresh_service() {
   site=$(gql '{"query":"mutation { createSite(input: {name: \"Bench\"}) { id } }"}' | jq -r .data.createSite.id)
   token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$site"'","n":'"$AGENTS"'}}' | jq -r .data.createEnrollmentToken.token)
   rm -f "$WORK/agents.json"
-  "$BIN" loadgen --server http://$SVC --enrollment-token "$token" --agents "$AGENTS" --duration 0 \
+  "$BIN" loadgen --server http://$SVC --enrollment-token "$token" --agents "$AGENTS" --duration 0 --concurrency "$CONNS" \
     --agents-file "$WORK/agents.json" --wrk-lua "$WORK/heartbeats.lua" --quiet | grep -E '^enrollment'
 }
 
 commits() {
-  curl -s http://$SVC/metrics | grep -E '^oneprotect_heartbeat_commit_(size|seconds)_(sum|count)' | tr '\n' ' '; echo
+  curl -s http://$SVC/metrics | grep -E '^oneprotect_group_commit_(size|seconds)_(sum|count)' | tr '\n' ' '; echo
   echo "server RSS: $(ps -o rss= -p "$SVC_PID" | awk '{printf "%.0f MiB", $1/1024}')"
 }
 
