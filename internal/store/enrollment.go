@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"hash/fnv"
 	"time"
@@ -120,8 +121,8 @@ func (s *Store) Enroll(ctx context.Context, e *Enrollment) error {
 // guarded UPDATE matched no row), so it is an answer for this caller, not a failed batch.
 func (s *Store) enrollInGroupCommit(ctx context.Context, e *Enrollment) error {
 	var answer error
-	err := s.inGroupCommit(ctx, "enroll", func(ctx context.Context, tx bun.Tx, _ *preparedTx) error {
-		err := s.enroll(ctx, tx, e)
+	err := s.inGroupCommit(ctx, "enroll", func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
+		err := s.enroll(ctx, tx, ptx, e)
 		if errors.Is(err, ErrInvalidEnrollmentToken) {
 			answer = err
 			return nil
@@ -154,13 +155,13 @@ func (s *Store) lockMachine(ctx context.Context, tx bun.Tx, tenantID, machineID 
 	return err
 }
 
-func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
+func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrollment) error {
+	st := s.enr
 	now := Micros(e.Now)
 	var tok enrollmentTokenRow
-	err := tx.NewRaw(`UPDATE enrollment_tokens SET uses = uses + 1
-		WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses
-		RETURNING id, tenant_id, site_id, collector_id, created_by`, e.TokenHash, now).Scan(ctx, &tok)
-	if errors.Is(mapErr(err), ErrNotFound) {
+	err := ptx.QueryRowContext(ctx, st.useToken, e.TokenHash, now).
+		Scan(&tok.ID, &tok.TenantID, &tok.SiteID, &tok.CollectorID, &tok.CreatedBy)
+	if errors.Is(err, sql.ErrNoRows) {
 		return ErrInvalidEnrollmentToken
 	}
 	if err != nil {
@@ -179,9 +180,7 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 		if err := s.lockMachine(ctx, tx, id.TenantID, *id.MachineID); err != nil {
 			return err
 		}
-		var previous []identityRow
-		err := tx.NewSelect().Model(&previous).Where("tenant_id = ? AND machine_id = ?", id.TenantID, *id.MachineID).
-			Order("enrolled_at DESC").Scan(ctx)
+		previous, err := s.machineIdentities(ctx, ptx, id.TenantID, *id.MachineID)
 		if err != nil {
 			return err
 		}
@@ -189,8 +188,7 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 			id.AssetID = previous[0].AssetID
 			reenrolled = true
 		}
-		for i := range previous {
-			old := previous[i].toDomain()
+		for _, old := range previous {
 			res, err := tx.NewUpdate().Model((*identityRow)(nil)).
 				Set("status = ?", string(domain.StatusRevoked)).Set("revoked_at = ?", now).Set("revoked_reason = ?", "superseded").
 				Where("tenant_id = ? AND agent_id = ? AND status <> ?", old.TenantID, old.AgentID, string(domain.StatusRevoked)).Exec(ctx)
@@ -215,23 +213,25 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 
 	sa := e.Principal
 	sa.TenantID, sa.Kind, sa.ActorKind, sa.ActorID = id.TenantID, domain.KindServiceAccount, domain.ActorAgent, id.AgentID
-	if err := insertPrincipal(ctx, tx, sa, e.Token, e.Now); err != nil {
+	if _, err := ptx.ExecContext(ctx, st.insertPrincipal, sa.ID, sa.TenantID, string(sa.Kind), sa.Name,
+		string(sa.ActorKind), sa.ActorID, now); err != nil {
 		return err
 	}
-	row := &identityRow{AgentID: id.AgentID, TenantID: id.TenantID, SiteID: id.SiteID, CollectorID: id.CollectorID,
-		AssetID: id.AssetID, MachineID: id.MachineID, Status: string(id.Status), Hostname: id.Hostname,
-		AgentVersion: id.AgentVersion, PrincipalID: sa.ID, EnrollmentTokenID: &tok.ID, EnrolledAt: now, ActivityAt: now}
-	if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+	if _, err := ptx.ExecContext(ctx, st.insertToken, e.Token.ID, sa.TenantID, sa.ID, e.Token.Hash, e.Token.Prefix,
+		optMicros(e.Token.ExpiresAt), now); err != nil {
+		return err
+	}
+	if _, err := ptx.ExecContext(ctx, st.insertIdentity, id.AgentID, id.TenantID, id.SiteID, id.CollectorID, id.AssetID,
+		id.MachineID, string(id.Status), id.Hostname, id.AgentVersion, sa.ID, tok.ID, now, now); err != nil {
 		return err
 	}
 	enrolled := projection.Enrolled{SiteID: id.SiteID, CollectorID: id.CollectorID, MachineID: id.MachineID,
 		Hostname: id.Hostname, AgentVersion: id.AgentVersion, EnrollmentTokenID: tok.ID, Superseded: superseded}
-	if err := appendEvent(ctx, tx, &domain.Event{ID: ids.New(), TenantID: id.TenantID, Type: domain.EventAgentEnrolled,
-		AssetID: &id.AssetID, AgentID: &id.AgentID, ActorID: &sa.ID, OccurredAt: e.Now,
-		Payload: mustJSON(struct {
+	if _, err := ptx.ExecContext(ctx, st.insertEvent, ids.New(), id.TenantID, domain.EventAgentEnrolled, id.AssetID,
+		id.AgentID, sa.ID, now, string(mustJSON(struct {
 			projection.Enrolled
 			actorPayload
-		}{enrolled, actor})}); err != nil {
+		}{enrolled, actor}))); err != nil {
 		return err
 	}
 	if !reenrolled {
@@ -239,7 +239,58 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, e *Enrollment) error {
 	}
 	// The machine's asset (if it has appeared) follows the new identity, even when the previous
 	// identity had already been revoked by an admin.
-	return s.proj.ApplyEnrolled(ctx, tx.Tx, id.TenantID, id.AssetID, id.AgentID, &enrolled)
+	return s.proj.ApplyEnrolled(ctx, ptx, id.TenantID, id.AssetID, id.AgentID, &enrolled)
+}
+
+// enrollStatements are the statements of an enrollment, prepared once like the heartbeat's
+// (an enrollment storm goes through the same single writer).
+type enrollStatements struct {
+	useToken, machineIdentities, insertPrincipal, insertToken, insertIdentity, insertEvent string
+}
+
+func newEnrollStatements(rebind func(string) string) *enrollStatements {
+	return &enrollStatements{
+		// The use is taken only while uses < max_uses: N concurrent enrollments on a token of K
+		// uses take exactly min(N, K).
+		useToken: rebind(`UPDATE enrollment_tokens SET uses = uses + 1
+  WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses
+  RETURNING id, tenant_id, site_id, collector_id, created_by`),
+		machineIdentities: rebind(`SELECT agent_id, tenant_id, asset_id, status FROM agent_identities
+  WHERE tenant_id = ? AND machine_id = ? ORDER BY enrolled_at DESC`),
+		insertPrincipal: rebind(`INSERT INTO principals (id, tenant_id, kind, role, name, actor_kind, actor_id, created_at)
+  VALUES (?, ?, ?, NULL, ?, ?, ?, ?)`),
+		insertToken: rebind(`INSERT INTO api_tokens (id, tenant_id, principal_id, token_hash, prefix, expires_at, created_at)
+  VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		insertIdentity: rebind(`INSERT INTO agent_identities (agent_id, tenant_id, site_id, collector_id, asset_id, machine_id,
+  status, hostname, agent_version, principal_id, enrollment_token_id, enrolled_at, activity_at)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+	}
+}
+
+func (e *enrollStatements) all() []string {
+	return []string{e.useToken, e.machineIdentities, e.insertPrincipal, e.insertToken, e.insertIdentity, e.insertEvent}
+}
+
+// machineIdentities lists a machine's identities in a tenant, newest first.
+func (s *Store) machineIdentities(ctx context.Context, ptx *preparedTx, tenantID, machineID string) ([]*domain.AgentIdentity, error) {
+	rows, err := ptx.QueryContext(ctx, s.enr.machineIdentities, tenantID, machineID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []*domain.AgentIdentity
+	for rows.Next() {
+		var id domain.AgentIdentity
+		var status string
+		if err := rows.Scan(&id.AgentID, &id.TenantID, &id.AssetID, &status); err != nil {
+			return nil, err
+		}
+		id.Status = domain.AgentStatus(status)
+		out = append(out, &id)
+	}
+	return out, rows.Err()
 }
 
 // actorPayload records the acting principal in a lifecycle event's payload, where the events

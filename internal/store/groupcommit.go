@@ -36,7 +36,8 @@ type committer struct {
 
 func (s *Store) startCommitter(ctx context.Context) error {
 	s.stmts = &stmtCache{db: s.W.DB}
-	if err := s.stmts.prepare(ctx, append(s.hb.all(), s.proj.Statements()...)...); err != nil {
+	all := append(append(s.hb.all(), s.enr.all()...), s.proj.Statements()...)
+	if err := s.stmts.prepare(ctx, all...); err != nil {
 		return err
 	}
 	workers := 1

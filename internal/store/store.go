@@ -43,6 +43,7 @@ type Store struct {
 	path    string // SQLite file path, for the migration file lock
 	proj    *projection.Projector
 	hb      *heartbeatStatements
+	enr     *enrollStatements
 	stmts   *stmtCache
 	commit  *committer
 	reads   readStatements
@@ -136,6 +137,7 @@ func newStore(d Dialect, r, w *bun.DB, path string) *Store {
 	s := &Store{Dialect: d, R: r, W: w, path: path}
 	s.proj = projection.New(s.Rebind)
 	s.hb = newHeartbeatStatements(d, s.Rebind)
+	s.enr = newEnrollStatements(s.Rebind)
 	return s
 }
 
