@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/projection"
-	"github.com/uptrace/bun"
 )
 
 // HeartbeatWrite is an accepted-so-far heartbeat: every check that needs no write has passed
