@@ -88,7 +88,11 @@ type heartbeatResponse struct {
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 	res, err := h.submit(r)
 	if err != nil {
-		h.Metrics.Heartbeats.WithLabelValues(string(domain.ErrorCode(err))).Inc()
+		outcome := string(domain.ErrorCode(err))
+		if r.Context().Err() != nil {
+			outcome = "canceled" // the client went away; not an internal error
+		}
+		h.Metrics.Heartbeats.WithLabelValues(outcome).Inc()
 		writeError(w, r, h.Log, err)
 		return
 	}

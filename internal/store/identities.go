@@ -40,11 +40,6 @@ func (r *identityRow) toDomain() *domain.AgentIdentity {
 	}
 }
 
-// AgentIdentity returns one identity of the tenant, or ErrNotFound (also for another tenant's).
-func (s *Store) AgentIdentity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
-	return s.agentIdentity(ctx, s.R, tenantID, agentID)
-}
-
 func (s *Store) agentIdentity(ctx context.Context, db bun.IDB, tenantID, agentID string) (*domain.AgentIdentity, error) {
 	var row identityRow
 	err := db.NewSelect().Model(&row).Where("agent_id = ? AND tenant_id = ?", agentID, tenantID).Scan(ctx)

@@ -43,7 +43,7 @@ func (s *Service) lookupIdentity(ctx context.Context, tenantID, agentID string) 
 	if id, ok := s.cache.lru.Get(key); ok {
 		return id, true, nil
 	}
-	id, err := s.Store.HeartbeatIdentity(ctx, tenantID, agentID)
+	id, err := s.Store.AgentIdentity(ctx, tenantID, agentID)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false, errUnknownAgent // another tenant's identity counts as none
 	}
@@ -67,7 +67,7 @@ func (s *Service) forget(tenantID, agentID string) {
 // (CONTRACT §4's order): a revoked or stale identity must hear that, not a lesser error.
 func (s *Service) freshStatusError(ctx context.Context, id *domain.AgentIdentity) error {
 	s.forget(id.TenantID, id.AgentID)
-	fresh, err := s.Store.HeartbeatIdentity(ctx, id.TenantID, id.AgentID)
+	fresh, err := s.Store.AgentIdentity(ctx, id.TenantID, id.AgentID)
 	if err != nil {
 		return err
 	}

@@ -9,8 +9,9 @@ import (
 	"github.com/oneprotect/telemetry/internal/domain"
 )
 
-// Reads on the heartbeat path skip bun's query builder (which writes values into the SQL
-// text, so every call would be parsed anew) and use one statement prepared on the reader pool.
+// The identity read skips bun's query builder (which writes values into the SQL text, so every
+// call would be parsed anew) and uses one statement prepared on the reader pool: it is on the
+// heartbeat path whenever the identity cache misses.
 
 const identityColumns = `agent_id, tenant_id, site_id, collector_id, asset_id, machine_id, status, hostname,
   agent_version, principal_id, enrolled_at, last_seen_at, revoked_at, revoked_reason, reactivated_at`
@@ -29,8 +30,8 @@ func (s *Store) readStmts(ctx context.Context) (*readStatements, error) {
 	return &s.reads, s.reads.err
 }
 
-// HeartbeatIdentity is AgentIdentity for the heartbeat path: one prepared, indexed read.
-func (s *Store) HeartbeatIdentity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
+// AgentIdentity returns one identity of the tenant, or ErrNotFound (also for another tenant's).
+func (s *Store) AgentIdentity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
 	st, err := s.readStmts(ctx)
 	if err != nil {
 		return nil, mapErr(err)
