@@ -662,6 +662,35 @@ func TestReenrollment(t *testing.T) {
 			}
 		})
 
+		// An agent's events are found through its asset, which two identities now share.
+		t.Run("the agent filter keeps each identity's events apart on a shared asset", func(t *testing.T) {
+			q := `query($f: EventFilter) { events(first: 100, filter: $f) { totalCount edges { node { agentId assetId type } } } }`
+			byAgent := map[string]int{}
+			for _, agent := range []string{first.ID, second.ID} {
+				d := env.MustGQL(a.ViewerToken, q, map[string]any{"f": map[string]any{"agentId": agent}})
+				conn := d["events"].(map[string]any)
+				edges := conn["edges"].([]any)
+				if len(edges) == 0 || int(conn["totalCount"].(float64)) != len(edges) {
+					t.Fatalf("agent %s: %v", agent, conn)
+				}
+				for _, e := range edges {
+					if n := e.(map[string]any)["node"].(map[string]any); n["agentId"] != agent || n["assetId"] != first.AssetID {
+						t.Fatalf("agent %s got %v", agent, n)
+					}
+				}
+				byAgent[agent] = len(edges)
+			}
+			d := env.MustGQL(a.ViewerToken, q, map[string]any{"f": map[string]any{"assetId": first.AssetID}})
+			if n := len(d["events"].(map[string]any)["edges"].([]any)); n != byAgent[first.ID]+byAgent[second.ID] {
+				t.Fatalf("asset has %d events, agents %v", n, byAgent)
+			}
+			// Another tenant naming this agent sees nothing.
+			d = env.MustGQL(b.AdminToken, q, map[string]any{"f": map[string]any{"agentId": first.ID}})
+			if conn := d["events"].(map[string]any); conn["totalCount"].(float64) != 0 || len(conn["edges"].([]any)) != 0 {
+				t.Fatalf("tenant b: %v", conn)
+			}
+		})
+
 		t.Run("after an admin revocation the machine re-enrolls onto its asset", func(t *testing.T) {
 			env.MustGQL(a.AdminToken, `mutation($a: ID!) { revokeAgentIdentity(agentId: $a) { status } }`, map[string]any{"a": second.ID})
 			third := env.Enroll(hqTok.Secret, "web-01", machine)

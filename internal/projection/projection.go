@@ -58,10 +58,11 @@ const (
 	assetInsert = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, os_name, os_version,
   os_kernel, os_arch, ip_addresses, mac_addresses, cpu_count, memory_bytes, uptime_seconds, facts,
   first_seen_at, last_seen_at, heartbeat_count)`
-	assetValues   = `?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?, COALESCE(?, '{}'), ?, ?, 1`
+	assetValues = `?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?, COALESCE(?, '{}'), ?, ?, 1`
+	// The conflict branch leaves site_id and agent_id alone: enrollment moves an asset to its new
+	// identity (ApplyEnrolled), and an identity's heartbeat carries that same site and agent. Not
+	// assigning them spares SQLite rewriting the site indexes on every heartbeat.
 	assetConflict = `ON CONFLICT (id) DO UPDATE SET
-  site_id = excluded.site_id,
-  agent_id = excluded.agent_id,
   hostname = CASE WHEN ? THEN excluded.hostname ELSE assets.hostname END,
   os_name = CASE WHEN ? THEN excluded.os_name ELSE assets.os_name END,
   os_version = CASE WHEN ? THEN excluded.os_version ELSE assets.os_version END,
@@ -84,39 +85,69 @@ RETURNING heartbeat_count`
 VALUES (?, ?, ?, ?, ?, '[]', '[]', '{}', ?, ?, 0)
 ON CONFLICT (id) DO NOTHING`
 
+	// updateTelemetry is the upsert's conflict branch as a plain UPDATE (see ApplyTelemetry).
+	updateTelemetry = `UPDATE assets SET
+  hostname = CASE WHEN ? THEN ? ELSE hostname END,
+  os_name = CASE WHEN ? THEN ? ELSE os_name END,
+  os_version = CASE WHEN ? THEN ? ELSE os_version END,
+  os_kernel = CASE WHEN ? THEN ? ELSE os_kernel END,
+  os_arch = CASE WHEN ? THEN ? ELSE os_arch END,
+  ip_addresses = COALESCE(?, ip_addresses),
+  mac_addresses = COALESCE(?, mac_addresses),
+  cpu_count = COALESCE(?, cpu_count),
+  memory_bytes = COALESCE(?, memory_bytes),
+  uptime_seconds = COALESCE(?, uptime_seconds),
+  facts = COALESCE(?, facts),
+  last_seen_at = CASE WHEN ? > last_seen_at THEN ? ELSE last_seen_at END,
+  heartbeat_count = heartbeat_count + 1
+WHERE id = ? AND tenant_id = ?`
+
 	moveAsset = `UPDATE assets SET site_id = ?, agent_id = ? WHERE tenant_id = ? AND id = ?`
 )
 
 // Projector applies events to the assets table with statements bound to one SQL dialect.
 type Projector struct {
-	upsertAsset, insertDiscovered, moveAsset string
+	upsertAsset, updateTelemetry, insertDiscovered, moveAsset string
 }
 
 // New returns a projector whose statements use rebind's placeholder style.
 func New(rebind func(string) string) *Projector {
-	return &Projector{upsertAsset: rebind(upsertAsset), insertDiscovered: rebind(insertDiscovered), moveAsset: rebind(moveAsset)}
+	return &Projector{upsertAsset: rebind(upsertAsset), updateTelemetry: rebind(updateTelemetry),
+		insertDiscovered: rebind(insertDiscovered), moveAsset: rebind(moveAsset)}
 }
 
 // Statements lists the statement texts, for preparing them once.
 func (p *Projector) Statements() []string {
-	return []string{p.upsertAsset, p.insertDiscovered, p.moveAsset}
+	return []string{p.upsertAsset, p.updateTelemetry, p.insertDiscovered, p.moveAsset}
 }
 
-// ApplyTelemetry projects one accepted heartbeat and returns the asset's heartbeat count; a
-// count of 1 means this heartbeat discovered the asset.
-func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) (int64, error) {
-	args, err := TelemetryArgs(tenantID, assetID, agentID, occurredAt, t)
+// ApplyTelemetry projects one accepted heartbeat and says whether it discovered the asset
+// (created it). An asset that exists, the common case, takes a plain UPDATE by primary key with
+// no RETURNING: SQLite runs that without the statement journal an upsert needs and without the
+// temporary table RETURNING fills, each a large allocation and release per statement. The
+// upsert creates the asset on its first heartbeat (and settles a race to create it).
+func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) (discovered bool, err error) {
+	v, err := telemetryValuesOf(t)
 	if err != nil {
-		return 0, err
+		return false, err
+	}
+	res, err := tx.ExecContext(ctx, p.updateTelemetry, t.HostnameReported, t.Hostname, v.hasOS, v.osName, v.hasOS, v.osVersion,
+		v.hasOS, v.osKernel, v.hasOS, v.osArch, v.ips, v.macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, v.facts,
+		occurredAt, occurredAt, assetID, tenantID)
+	if err != nil {
+		return false, fmt.Errorf("project telemetry: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 1 {
+		return false, err
 	}
 	var count int64
-	if err := tx.QueryRowContext(ctx, p.upsertAsset, args...).Scan(&count); err != nil {
-		return 0, fmt.Errorf("project telemetry: %w", err)
+	if err := tx.QueryRowContext(ctx, p.upsertAsset, v.upsertArgs(tenantID, assetID, agentID, occurredAt, t)...).Scan(&count); err != nil {
+		return false, fmt.Errorf("project telemetry: %w", err)
 	}
-	return count, nil
+	return count == 1, nil
 }
 
-// TelemetryUpsertFrom is ApplyTelemetry's statement as INSERT ... SELECT ... FROM source, with
+// TelemetryUpsertFrom is ApplyTelemetry's upsert as INSERT ... SELECT ... FROM source, with
 // ? placeholders, for a caller that chains the projection to its own statement (PostgreSQL's
 // data-modifying WITH): the asset is written only if source yields a row. Its arguments are
 // TelemetryArgs.
@@ -126,31 +157,47 @@ func TelemetryUpsertFrom(source string) string {
 
 // TelemetryArgs are the arguments of the telemetry upsert, in placeholder order.
 func TelemetryArgs(tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) ([]any, error) {
-	var osName, osVersion, osKernel, osArch *string
+	v, err := telemetryValuesOf(t)
+	if err != nil {
+		return nil, err
+	}
+	return v.upsertArgs(tenantID, assetID, agentID, occurredAt, t), nil
+}
+
+// telemetryValues are a Telemetry's values in the form the asset columns store them.
+type telemetryValues struct {
+	hasOS                               bool
+	osName, osVersion, osKernel, osArch *string
+	ips, macs, facts                    *string
+}
+
+func telemetryValuesOf(t *Telemetry) (telemetryValues, error) {
+	v := telemetryValues{hasOS: t.OS != nil}
 	if t.OS != nil {
-		osName, osVersion, osKernel, osArch = t.OS.Name, t.OS.Version, t.OS.Kernel, t.OS.Arch
+		v.osName, v.osVersion, v.osKernel, v.osArch = t.OS.Name, t.OS.Version, t.OS.Kernel, t.OS.Arch
 	}
-	hasOS := t.OS != nil
-	ips, err := optJSON(t.IPAddresses)
-	if err != nil {
-		return nil, err
+	var err error
+	if v.ips, err = optJSON(t.IPAddresses); err != nil {
+		return v, err
 	}
-	macs, err := optJSON(t.MACAddresses)
-	if err != nil {
-		return nil, err
+	if v.macs, err = optJSON(t.MACAddresses); err != nil {
+		return v, err
 	}
-	var facts *string
 	if t.Facts != nil {
 		b, err := json.Marshal(t.Facts)
 		if err != nil {
-			return nil, err
+			return v, err
 		}
 		s := string(b)
-		facts = &s
+		v.facts = &s
 	}
-	return []any{assetID, tenantID, t.SiteID, agentID, t.Hostname, osName, osVersion, osKernel, osArch,
-		ips, macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, facts, occurredAt, occurredAt,
-		t.HostnameReported, hasOS, hasOS, hasOS, hasOS, ips, macs, facts}, nil
+	return v, nil
+}
+
+func (v telemetryValues) upsertArgs(tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) []any {
+	return []any{assetID, tenantID, t.SiteID, agentID, t.Hostname, v.osName, v.osVersion, v.osKernel, v.osArch,
+		v.ips, v.macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, v.facts, occurredAt, occurredAt,
+		t.HostnameReported, v.hasOS, v.hasOS, v.hasOS, v.hasOS, v.ips, v.macs, v.facts}
 }
 
 // ApplyDiscovered creates the asset if it does not exist yet (used by rebuild; on the live

@@ -46,12 +46,18 @@ type EventFilter struct {
 	Type    *string
 }
 
-func (f EventFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
+// apply adds the filter to a query already scoped to tenantID. Every event that names an agent
+// also names the agent's asset, so an agent's events are found through the asset index (an
+// asset has few agents in its life): events need no index of their own by agent, which is one
+// random index write fewer per heartbeat.
+func (f EventFilter) apply(q *bun.SelectQuery, tenantID string) *bun.SelectQuery {
 	if f.AssetID != nil {
 		q = q.Where("asset_id = ?", *f.AssetID)
 	}
 	if f.AgentID != nil {
-		q = q.Where("agent_id = ?", *f.AgentID)
+		q = q.Where("asset_id = (SELECT i.asset_id FROM agent_identities AS i WHERE i.tenant_id = ? AND i.agent_id = ?)",
+			tenantID, *f.AgentID).
+			Where("agent_id = ?", *f.AgentID)
 	}
 	if f.Type != nil {
 		q = q.Where("type = ?", *f.Type)
@@ -63,7 +69,7 @@ func (f EventFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 // the first page); it returns up to limit+1 rows so the caller can tell whether more exist.
 func (s *Store) Events(ctx context.Context, tenantID string, f EventFilter, afterID string, limit int) ([]*domain.Event, error) {
 	var rows []eventRow
-	q := f.apply(s.R.NewSelect().Model(&rows).Where("tenant_id = ?", tenantID))
+	q := f.apply(s.R.NewSelect().Model(&rows).Where("tenant_id = ?", tenantID), tenantID)
 	if afterID != "" {
 		q = q.Where("id < ?", afterID)
 	}
@@ -79,6 +85,6 @@ func (s *Store) Events(ctx context.Context, tenantID string, f EventFilter, afte
 
 // CountEvents counts the tenant's events matching f, from the (tenant_id, ...) indexes.
 func (s *Store) CountEvents(ctx context.Context, tenantID string, f EventFilter) (int, error) {
-	n, err := f.apply(s.R.NewSelect().Model((*eventRow)(nil)).Where("tenant_id = ?", tenantID)).Count(ctx)
+	n, err := f.apply(s.R.NewSelect().Model((*eventRow)(nil)).Where("tenant_id = ?", tenantID), tenantID).Count(ctx)
 	return int(n), mapErr(err)
 }

@@ -43,7 +43,7 @@ type HeartbeatOutcome struct {
 }
 
 type heartbeatStatements struct {
-	insertEvent, selectHash, updateIdentity, deleteEvent, selectStatus, insertDiscovered string
+	insertEvent, selectHash, touchIdentity, activateIdentity, deleteEvent, selectStatus, insertDiscovered string
 	// oneStatement is the whole write of one heartbeat as one PostgreSQL statement ("" on SQLite).
 	oneStatement string
 }
@@ -78,9 +78,14 @@ func newHeartbeatStatements(d Dialect, rebind func(string) string) *heartbeatSta
   payload, heartbeat_id, request_hash) VALUES (?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING`),
 		selectHash: rebind(`SELECT request_hash, occurred_at FROM events WHERE agent_id = ? AND heartbeat_id = ?`),
-		updateIdentity: rebind(`UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?, activity_at = ?,
+		// An ACTIVE identity's heartbeat leaves status alone: SQLite rewrites every index on an
+		// assigned column (status is in four), so the common case assigns only what changes.
+		touchIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ?, activity_at = ?,
   hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
-WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE')`),
+WHERE agent_id = ? AND tenant_id = ? AND status = 'ACTIVE'`),
+		activateIdentity: rebind(`UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?, activity_at = ?,
+  hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
+WHERE agent_id = ? AND tenant_id = ? AND status = 'ENROLLED'`),
 		deleteEvent:  rebind(`DELETE FROM events WHERE id = ?`),
 		selectStatus: rebind(`SELECT status FROM agent_identities WHERE agent_id = ? AND tenant_id = ?`),
 		insertDiscovered: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at,
@@ -116,21 +121,30 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 		return s.repeated(ctx, tx, w)
 	}
 
-	res, err = tx.ExecContext(ctx, st.updateIdentity, at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
-	if err != nil {
-		return HeartbeatOutcome{}, err
+	// The identity write is guarded by its status, so a revocation that raced the check wins.
+	updated := false
+	for _, update := range [2]string{st.touchIdentity, st.activateIdentity} {
+		res, err = tx.ExecContext(ctx, update, at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
+		if err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		if updated = n == 1; updated {
+			break
+		}
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return HeartbeatOutcome{}, err
-	} else if n == 0 {
+	if !updated {
 		return s.refused(ctx, tx, w, eventID)
 	}
 
-	count, err := s.proj.ApplyTelemetry(ctx, tx, w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
+	discovered, err := s.proj.ApplyTelemetry(ctx, tx, w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
 	if err != nil {
 		return HeartbeatOutcome{}, err
 	}
-	out := HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: count == 1}
+	out := HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: discovered}
 	if out.Discovered {
 		if _, err := tx.ExecContext(ctx, st.insertDiscovered, discoveredID, w.TenantID, w.AssetID, w.AgentID,
 			w.PrincipalID, at, string(w.Payload)); err != nil {
@@ -203,7 +217,7 @@ func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, 
 }
 
 func (h *heartbeatStatements) all() []string {
-	all := []string{h.insertEvent, h.selectHash, h.updateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
+	all := []string{h.insertEvent, h.selectHash, h.touchIdentity, h.activateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
 	if h.oneStatement != "" {
 		all = append(all, h.oneStatement)
 	}

@@ -130,7 +130,7 @@ func sqliteDSN(path string, cacheKiB int) string {
 			"&_cache_size=" + cache
 	}
 	return u + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)" +
-		"&_pragma=synchronous(FULL)&_txlock=immediate&_pragma=cache_size(" + cache + ")"
+		"&_pragma=synchronous(FULL)&_pragma=temp_store(MEMORY)&_txlock=immediate&_pragma=cache_size(" + cache + ")"
 }
 
 func newStore(d Dialect, r, w *bun.DB, path string) *Store {
