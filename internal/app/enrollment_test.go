@@ -1055,6 +1055,39 @@ func TestStaleSweeper(t *testing.T) {
 	})
 }
 
+// Heartbeats within store.ActivityResolution of each other leave the sweeper's indexed clock
+// alone; the sweeper still counts from the last one, never from the older clock.
+func TestStaleSweeperCountsFromTheLastHeartbeat(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		const staleAfter = time.Hour
+		env := testenv.New(t, dsn, func(c *app.Config) { c.StaleAfter = staleAfter })
+		a := env.Tenant("Acme")
+		tok := enrMint(env, a.AdminToken, env.Site(a, "HQ"), nil, 0, 10)
+		chatty := env.Enroll(tok.Secret, "chatty", "")
+		enrMustHeartbeat(env, chatty)
+		step := store.ActivityResolution / 2
+		env.Clock.Advance(step)
+		enrMustHeartbeat(env, chatty) // within the resolution of the first
+
+		sweep := func() int {
+			t.Helper()
+			n, err := env.App.Enrollment.Sweep(context.Background(), staleAfter)
+			if err != nil {
+				t.Fatalf("sweep: %v", err)
+			}
+			return n
+		}
+		env.Clock.Advance(staleAfter - time.Second) // the first heartbeat is older than staleAfter, the last is not
+		if n := sweep(); n != 0 || enrStatus(env, a.ViewerToken, chatty.ID) != "ACTIVE" {
+			t.Fatalf("marked %d; status %s one second before the last heartbeat is staleAfter old", n, enrStatus(env, a.ViewerToken, chatty.ID))
+		}
+		env.Clock.Advance(2 * time.Second)
+		if n := sweep(); n != 1 || enrStatus(env, a.ViewerToken, chatty.ID) != "STALE" {
+			t.Fatalf("marked %d; status %s one second after", n, enrStatus(env, a.ViewerToken, chatty.ID))
+		}
+	})
+}
+
 func TestSecretsNeverStoredInClear(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
 		env := testenv.New(t, dsn)

@@ -42,8 +42,13 @@ type HeartbeatOutcome struct {
 	Discovered bool
 }
 
+// ActivityResolution is how far an ACTIVE identity's activity_at (the indexed clock the stale
+// sweeper scans) may lag its last accepted heartbeat. last_seen_at is always exact, and the
+// sweeper checks it too, so the lag never makes an identity stale early.
+const ActivityResolution = time.Minute
+
 type heartbeatStatements struct {
-	insertEvent, selectHash, touchIdentity, activateIdentity, deleteEvent, selectStatus, insertDiscovered string
+	insertEvent, selectHash, touchIdentity, refreshIdentity, activateIdentity, deleteEvent, selectStatus, insertDiscovered string
 	// oneStatement is the whole write of one heartbeat as one PostgreSQL statement ("" on SQLite).
 	oneStatement string
 }
@@ -78,15 +83,21 @@ func newHeartbeatStatements(d Dialect, rebind func(string) string) *heartbeatSta
   payload, heartbeat_id, request_hash) VALUES (?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING`),
 		selectHash: rebind(`SELECT request_hash, occurred_at FROM events WHERE agent_id = ? AND heartbeat_id = ?`),
-		// An ACTIVE identity's heartbeat leaves status alone: SQLite rewrites every index on an
-		// assigned column (status is in four), so the common case assigns only what changes.
-		touchIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ?, activity_at = ?,
+		// The identity's update is guarded by its status, so a revocation that raced the check
+		// wins. SQLite rewrites every index on an assigned column, so the common case assigns
+		// only unindexed ones: an ACTIVE identity keeps its status, and its indexed activity_at
+		// (the sweeper's clock) moves only when it is ActivityResolution old. activateIdentity
+		// is the first heartbeat after enrollment or reactivation.
+		touchIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ?,
+  hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
+WHERE agent_id = ? AND tenant_id = ? AND status = 'ACTIVE' AND activity_at >= ?`),
+		refreshIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ?, activity_at = ?,
   hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
 WHERE agent_id = ? AND tenant_id = ? AND status = 'ACTIVE'`),
 		activateIdentity: rebind(`UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?, activity_at = ?,
   hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
 WHERE agent_id = ? AND tenant_id = ? AND status = 'ENROLLED'`),
-		deleteEvent:  rebind(`DELETE FROM events WHERE id = ?`),
+		deleteEvent:  rebind(`DELETE FROM events WHERE tenant_id = ? AND id = ?`),
 		selectStatus: rebind(`SELECT status FROM agent_identities WHERE agent_id = ? AND tenant_id = ?`),
 		insertDiscovered: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at,
   payload) VALUES (?, ?, 'asset.discovered', ?, ?, ?, ?, ?)`),
@@ -121,10 +132,17 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 		return s.repeated(ctx, tx, w)
 	}
 
-	// The identity write is guarded by its status, so a revocation that raced the check wins.
+	updates := [...]struct {
+		stmt string
+		args []any
+	}{
+		{st.touchIdentity, []any{at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID, at - ActivityResolution.Microseconds()}},
+		{st.refreshIdentity, []any{at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID}},
+		{st.activateIdentity, []any{at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID}},
+	}
 	updated := false
-	for _, update := range [2]string{st.touchIdentity, st.activateIdentity} {
-		res, err = tx.ExecContext(ctx, update, at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
+	for _, u := range updates {
+		res, err = tx.ExecContext(ctx, u.stmt, u.args...)
 		if err != nil {
 			return HeartbeatOutcome{}, err
 		}
@@ -206,7 +224,7 @@ func (s *Store) repeated(ctx context.Context, tx *preparedTx, w *HeartbeatWrite)
 // refused takes back the event of a heartbeat whose identity was revoked or went stale since
 // it was checked, and says why.
 func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, eventID string) (HeartbeatOutcome, error) {
-	if _, err := tx.ExecContext(ctx, s.hb.deleteEvent, eventID); err != nil {
+	if _, err := tx.ExecContext(ctx, s.hb.deleteEvent, w.TenantID, eventID); err != nil {
 		return HeartbeatOutcome{}, err
 	}
 	var status string
@@ -217,7 +235,7 @@ func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, 
 }
 
 func (h *heartbeatStatements) all() []string {
-	all := []string{h.insertEvent, h.selectHash, h.touchIdentity, h.activateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
+	all := []string{h.insertEvent, h.selectHash, h.touchIdentity, h.refreshIdentity, h.activateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
 	if h.oneStatement != "" {
 		all = append(all, h.oneStatement)
 	}

@@ -190,11 +190,15 @@ func (s *Store) SweepStale(ctx context.Context, cutoff time.Time, limit int, new
 			skipLocked = "FOR UPDATE SKIP LOCKED"
 		}
 		live := bun.In([]string{string(domain.StatusEnrolled), string(domain.StatusActive)})
+		// activity_at, which the index holds, lags heartbeats by up to ActivityResolution;
+		// the identity's activity is the later of it and last_seen_at, which is exact.
+		quiet := "status IN (?) AND activity_at < ? AND (last_seen_at IS NULL OR last_seen_at < ?)"
 		err := tx.NewRaw(`UPDATE agent_identities SET status = ?
-			WHERE status IN (?) AND activity_at < ? AND agent_id IN (
-				SELECT agent_id FROM agent_identities WHERE status IN (?) AND activity_at < ? LIMIT ? ?)
+			WHERE `+quiet+` AND agent_id IN (
+				SELECT agent_id FROM agent_identities WHERE `+quiet+` LIMIT ? ?)
 			RETURNING agent_id, tenant_id, asset_id`,
-			string(domain.StatusStale), live, Micros(cutoff), live, Micros(cutoff), limit, bun.Safe(skipLocked)).Scan(ctx, &marked)
+			string(domain.StatusStale), live, Micros(cutoff), Micros(cutoff), live, Micros(cutoff), Micros(cutoff),
+			limit, bun.Safe(skipLocked)).Scan(ctx, &marked)
 		if err != nil {
 			return err
 		}
