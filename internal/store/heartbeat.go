@@ -57,14 +57,17 @@ type heartbeatStatements struct {
 // event with data-modifying WITH clauses, so a heartbeat costs PostgreSQL one round trip instead
 // of three. Each step runs only if the one before it wrote a row: a duplicate (the event's key
 // exists) writes nothing, and an identity that is no longer ENROLLED or ACTIVE is not updated.
-// The three counts it returns tell the caller which case it was.
+// The three counts it returns tell the caller which case it was. PostgreSQL updates an
+// identity in place, without touching its eight indexes (a HOT update), when no indexed value
+// changes: status mostly stays ACTIVE, and activity_at moves once per ActivityResolution.
 var pgHeartbeat = `WITH ev AS (
   INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload, heartbeat_id, request_hash)
   SELECT ?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?
   ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING
   RETURNING id
 ), ident AS (
-  UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?, activity_at = ?,
+  UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?,
+    activity_at = CASE WHEN activity_at < ? THEN ? ELSE activity_at END,
     hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
   WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE') AND EXISTS (SELECT 1 FROM ev)
   RETURNING agent_id
@@ -182,7 +185,7 @@ func (s *Store) applyHeartbeatOneStatement(ctx context.Context, tx *preparedTx, 
 	}
 	args := make([]any, 0, 24+len(asset))
 	args = append(args, eventID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload), w.HeartbeatID, w.RequestHash,
-		at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
+		at, at-ActivityResolution.Microseconds(), at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
 	args = append(args, asset...)
 	args = append(args, discoveredID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload))
 	var inserted, updated, count int64
