@@ -121,7 +121,7 @@ func (s *Store) Enroll(ctx context.Context, e *Enrollment) error {
 // guarded UPDATE matched no row), so it is an answer for this caller, not a failed batch.
 func (s *Store) enrollInGroupCommit(ctx context.Context, e *Enrollment) error {
 	var answer error
-	err := s.inGroupCommit(ctx, "enroll", func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
+	err := s.inGroupCommit(ctx, &writeJob{key: "enroll", apply: func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
 		err := s.enroll(ctx, tx, ptx, e)
 		if errors.Is(err, ErrInvalidEnrollmentToken) {
 			answer = err
@@ -129,7 +129,7 @@ func (s *Store) enrollInGroupCommit(ctx context.Context, e *Enrollment) error {
 		}
 		answer = nil
 		return err
-	})
+	}})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 )
 
@@ -18,14 +20,33 @@ import (
 // PostgreSQL a few.
 const maxBatch = 64
 
-// writeJob is one queued write. apply runs inside the batch's transaction and records its own
-// outcome; an error from it means the transaction must be abandoned.
+// writeJob is one queued write: either apply, which runs inside the batch's transaction and
+// records its own outcome (an error from it means the transaction must be abandoned), or one
+// pipelined statement whose row the committer scans into dest.
 type writeJob struct {
-	ctx   context.Context
-	key   string // PostgreSQL lock order: jobs of a batch run sorted by key
-	apply func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error
-	err   error
-	done  chan struct{}
+	ctx       context.Context
+	key       string // PostgreSQL lock order: jobs of a batch run sorted by key
+	apply     func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error
+	pipelined *pipelinedStatement
+	err       error
+	done      chan struct{}
+}
+
+// pipelinedStatement is a write that is a single statement returning a single row and needs
+// nothing from any other statement, so PostgreSQL can take a whole batch of them in one
+// round trip.
+type pipelinedStatement struct {
+	query string
+	args  []any
+	dest  []any
+}
+
+// run runs the job inside a batch's transaction.
+func (j *writeJob) run(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
+	if j.pipelined != nil {
+		return ptx.QueryRowContext(ctx, j.pipelined.query, j.pipelined.args...).Scan(j.pipelined.dest...)
+	}
+	return j.apply(ctx, tx, ptx)
 }
 
 type committer struct {
@@ -68,14 +89,14 @@ func (s *Store) stopCommitter() {
 
 var errStoreClosed = errors.New("store: closed")
 
-// inGroupCommit queues apply for the next group commit and waits until that commit is done.
-// apply may run more than once (alone, after a failed batch), so it must not depend on
+// inGroupCommit queues job for the next group commit and waits until that commit is done.
+// The job may run more than once (alone, after a failed batch), so it must not depend on
 // anything but the transaction and its inputs.
-func (s *Store) inGroupCommit(ctx context.Context, key string, apply func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error) error {
+func (s *Store) inGroupCommit(ctx context.Context, job *writeJob) error {
 	if s.commit == nil {
 		return errors.New("store: writes need Migrate first")
 	}
-	job := &writeJob{ctx: ctx, key: key, apply: apply, done: make(chan struct{})}
+	job.ctx, job.done = ctx, make(chan struct{})
 	select {
 	case s.commit.jobs <- job:
 	case <-s.commit.stop:
@@ -143,14 +164,18 @@ func (s *Store) commitBatch(batch []*writeJob) {
 		// One lock order across committers: no deadlock between two batches.
 		sort.SliceStable(live, func(i, j int) bool { return live[i].key < live[j].key })
 	}
+	run := s.runBatch
+	if s.Dialect == Postgres && allPipelined(live) {
+		run = s.runPipeline
+	}
 	start := time.Now()
-	err := s.runBatch(live)
+	err := run(live)
 	if s.ObserveCommit != nil {
 		s.ObserveCommit(len(live), time.Since(start))
 	}
 	if err != nil && len(live) > 1 {
 		for _, job := range live {
-			job.err = s.runBatch([]*writeJob{job})
+			job.err = run([]*writeJob{job})
 		}
 	} else if err != nil {
 		live[0].err = err
@@ -179,10 +204,48 @@ func (s *Store) runBatch(jobs []*writeJob) error {
 	}
 	ptx := &preparedTx{tx: tx.Tx, cache: s.stmts}
 	for _, job := range jobs {
-		if err := job.apply(ctx, tx, ptx); err != nil {
+		if err := job.run(ctx, tx, ptx); err != nil {
 			_ = tx.Rollback()
 			return err
 		}
 	}
 	return tx.Commit()
+}
+
+func allPipelined(jobs []*writeJob) bool {
+	for _, job := range jobs {
+		if job.pipelined == nil {
+			return false
+		}
+	}
+	return true
+}
+
+// runPipeline sends the jobs' statements to PostgreSQL as one pgx batch: one round trip for the
+// whole batch, run by the server as one implicit transaction that commits at the batch's end
+// (or not at all, if any statement fails). The rows arrive before the commit; they count only
+// once the batch has closed without error.
+func (s *Store) runPipeline(jobs []*writeJob) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := s.W.DB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(driverConn any) error {
+		pc := driverConn.(*stdlib.Conn).Conn()
+		batch := &pgx.Batch{}
+		for _, job := range jobs {
+			batch.Queue(job.pipelined.query, job.pipelined.args...)
+		}
+		results := pc.SendBatch(ctx, batch)
+		for _, job := range jobs {
+			if err := results.QueryRow().Scan(job.pipelined.dest...); err != nil {
+				_ = results.Close()
+				return err
+			}
+		}
+		return results.Close()
+	})
 }

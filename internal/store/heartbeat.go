@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -53,16 +54,23 @@ type heartbeatStatements struct {
 	oneStatement string
 }
 
-// pgHeartbeat chains the event, the guarded identity update, the projection and the discovery
-// event with data-modifying WITH clauses, so a heartbeat costs PostgreSQL one round trip instead
-// of three. Each step runs only if the one before it wrote a row: a duplicate (the event's key
-// exists) writes nothing, and an identity that is no longer ENROLLED or ACTIVE is not updated.
-// The three counts it returns tell the caller which case it was. PostgreSQL updates an
-// identity in place, without touching its eight indexes (a HOT update), when no indexed value
-// changes: status mostly stays ACTIVE, and activity_at moves once per ActivityResolution.
-var pgHeartbeat = `WITH ev AS (
+// pgHeartbeat is a whole heartbeat as one PostgreSQL statement, so that the committer can send
+// a batch of them in one round trip (runPipeline). It locks the identity first and writes only
+// if it is ENROLLED or ACTIVE: a revocation committed meanwhile is seen by the lock, and one
+// still running makes this statement wait for it. Then data-modifying WITH clauses chain the
+// event (its unique key settles repeats: nothing else is written), the identity, the projection
+// (the projector's own upsert as INSERT ... SELECT ... FROM ident) and the discovery event.
+// The counts it returns tell the caller which case it was; repeats and refusals are answered
+// by reads after the commit (pgFollowUp). PostgreSQL updates the identity in place, without
+// touching its eight indexes (a HOT update), when no indexed value changes: status mostly
+// stays ACTIVE, and activity_at moves once per ActivityResolution.
+var pgHeartbeat = `WITH live AS (
+  SELECT agent_id FROM agent_identities
+  WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE')
+  FOR UPDATE
+), ev AS (
   INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload, heartbeat_id, request_hash)
-  SELECT ?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?
+  SELECT ?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ? FROM live
   ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING
   RETURNING id
 ), ident AS (
@@ -78,7 +86,8 @@ var pgHeartbeat = `WITH ev AS (
   SELECT ?, ?, 'asset.discovered', ?, ?, ?, ?, ? FROM asset WHERE heartbeat_count = 1
   RETURNING id
 )
-SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM ident), COALESCE((SELECT heartbeat_count FROM asset), 0)`
+SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM ev), (SELECT count(*) FROM ident),
+  COALESCE((SELECT heartbeat_count FROM asset), 0)`
 
 func newHeartbeatStatements(d Dialect, rebind func(string) string) *heartbeatStatements {
 	h := &heartbeatStatements{
@@ -111,14 +120,11 @@ WHERE agent_id = ? AND tenant_id = ? AND status = 'ENROLLED'`),
 	return h
 }
 
-// applyHeartbeat writes one heartbeat inside tx: the event first (its unique key settles
+// applyHeartbeat writes one heartbeat inside tx (SQLite; PostgreSQL runs pgHeartbeat): the event first (its unique key settles
 // duplicates without writing anything else), then the identity, guarded by its status so a
 // revocation that raced the check still wins, then the projection. It returns an error only
 // for a database failure, which aborts the whole transaction.
 func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
-	if s.hb.oneStatement != "" {
-		return s.applyHeartbeatOneStatement(ctx, tx, w)
-	}
 	st := s.hb
 	at := Micros(w.ReceivedAt)
 	// Allocated before the telemetry event's id so that, in id order, discovery comes first.
@@ -175,35 +181,62 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 	return out, nil
 }
 
-// applyHeartbeatOneStatement is applyHeartbeat in one PostgreSQL statement (pgHeartbeat).
-func (s *Store) applyHeartbeatOneStatement(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+// pgWrite is one heartbeat as pgHeartbeat's arguments and the row it returns.
+type pgWrite struct {
+	args                           []any
+	live, inserted, updated, count int64
+}
+
+func (s *Store) newPGWrite(w *HeartbeatWrite) (*pgWrite, error) {
 	at := Micros(w.ReceivedAt)
 	discoveredID, eventID := ids.New(), ids.New() // in id order, discovery comes first
 	asset, err := projection.TelemetryArgs(w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
 	if err != nil {
-		return HeartbeatOutcome{}, err
+		return nil, err
 	}
-	args := make([]any, 0, 24+len(asset))
-	args = append(args, eventID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload), w.HeartbeatID, w.RequestHash,
+	args := make([]any, 0, 26+len(asset))
+	args = append(args, w.AgentID, w.TenantID,
+		eventID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload), w.HeartbeatID, w.RequestHash,
 		at, at-ActivityResolution.Microseconds(), at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
 	args = append(args, asset...)
 	args = append(args, discoveredID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload))
-	var inserted, updated, count int64
-	if err := tx.QueryRowContext(ctx, s.hb.oneStatement, args...).Scan(&inserted, &updated, &count); err != nil {
-		return HeartbeatOutcome{}, err
-	}
+	return &pgWrite{args: args}, nil
+}
+
+func (p *pgWrite) dest() []any { return []any{&p.live, &p.inserted, &p.updated, &p.count} }
+
+// pgFollowUp turns pgHeartbeat's counts into an outcome, after the commit: a repeat or a
+// refusal wrote nothing, and what it needs to know (the stored hash, the identity's status)
+// is read afresh. retry says the identity can submit after all (it was reactivated between
+// the statement and this read), so the heartbeat should be written again.
+func (s *Store) pgFollowUp(ctx context.Context, w *HeartbeatWrite, p *pgWrite) (out HeartbeatOutcome, retry bool, err error) {
 	switch {
-	case inserted == 0:
-		return s.repeated(ctx, tx, w)
-	case updated == 0:
-		return s.refused(ctx, tx, w, eventID)
+	case p.live == 0:
+		var status string
+		if err := s.W.DB.QueryRowContext(ctx, s.hb.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
+			return out, false, err
+		}
+		if domain.AgentStatus(status).CanSubmit() {
+			return out, true, nil
+		}
+		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, false, nil
+	case p.inserted == 0:
+		out, err = s.repeated(ctx, s.W.DB, w)
+		return out, false, err
+	case p.updated == 0: // cannot happen while the identity is locked; never answer it as accepted
+		return out, false, fmt.Errorf("heartbeat %s: event stored but identity not updated", w.AgentID)
 	}
-	return HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: count == 1}, nil
+	return HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: p.count == 1}, false, nil
+}
+
+// rowQuerier is a transaction or a pool.
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // repeated answers a heartbeat whose (agent_id, heartbeat_id) was already stored: a duplicate
 // or a conflict, unless the identity may no longer submit.
-func (s *Store) repeated(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+func (s *Store) repeated(ctx context.Context, tx rowQuerier, w *HeartbeatWrite) (HeartbeatOutcome, error) {
 	var hash string
 	var occurred int64
 	if err := tx.QueryRowContext(ctx, s.hb.selectHash, w.AgentID, w.HeartbeatID).Scan(&hash, &occurred); err != nil {
@@ -247,14 +280,37 @@ func (h *heartbeatStatements) all() []string {
 
 // WriteHeartbeat queues w for the next group commit and waits for its outcome.
 func (s *Store) WriteHeartbeat(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	if s.Dialect == Postgres {
+		return s.writeHeartbeatPG(ctx, w)
+	}
 	var out HeartbeatOutcome
-	err := s.inGroupCommit(ctx, w.AgentID, func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
+	err := s.inGroupCommit(ctx, &writeJob{key: w.AgentID, apply: func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
 		o, err := s.applyHeartbeat(ctx, ptx, w)
 		if err != nil {
 			return fmt.Errorf("heartbeat %s: %w", w.AgentID, err)
 		}
 		out = o
 		return nil
-	})
+	}})
 	return out, err
+}
+
+func (s *Store) writeHeartbeatPG(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	for attempt := 0; ; attempt++ {
+		p, err := s.newPGWrite(w)
+		if err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		job := &writeJob{key: w.AgentID, pipelined: &pipelinedStatement{query: s.hb.oneStatement, args: p.args, dest: p.dest()}}
+		if err := s.inGroupCommit(ctx, job); err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		out, retry, err := s.pgFollowUp(ctx, w, p)
+		if !retry || err != nil {
+			return out, err
+		}
+		if attempt == 2 {
+			return HeartbeatOutcome{}, fmt.Errorf("heartbeat %s: identity status keeps changing", w.AgentID)
+		}
+	}
 }
