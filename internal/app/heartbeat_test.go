@@ -11,15 +11,11 @@ import (
 	"net/url"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/oneprotect/telemetry/internal/auth"
-	"github.com/oneprotect/telemetry/internal/telemetry"
 	"github.com/oneprotect/telemetry/internal/testenv"
 )
 
@@ -1094,39 +1090,6 @@ func TestHeartbeatDatabaseUnavailable(t *testing.T) {
 			t.Errorf("after recovery: %d %s", r.Status, r.Body)
 		}
 	})
-}
-
-// BenchmarkSubmitHeartbeat measures the heartbeat service (checks, group commit, projection)
-// without HTTP: go test -run '^$' -bench SubmitHeartbeat ./internal/app/
-func BenchmarkSubmitHeartbeat(b *testing.B) {
-	for _, db := range testenv.Databases(b) {
-		b.Run(db.Name, func(b *testing.B) {
-			env := testenv.New(b, db.New(b))
-			fl := env.NewFleet("Bench")
-			p, err := env.App.Auth.Authenticate(context.Background(), fl.Agent.Token)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ctx := auth.WithPrincipal(context.Background(), p)
-			host, cpus, mem := "bench-01", 8, float64(16<<30)
-			var seq atomic.Int64
-			b.ReportAllocs()
-			b.SetParallelism(16) // many agents at once, as group commit expects
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					id := "hb-" + strconv.FormatInt(seq.Add(1), 10)
-					hb := &telemetry.Heartbeat{HeartbeatID: &id, Hostname: &host, Inventory: &telemetry.Inventory{
-						IPAddresses: []string{"10.0.0.5"}, CPUCount: &cpus, MemoryBytes: &mem,
-						Facts: map[string]any{"role": "web"}}}
-					if _, err := env.App.Telemetry.Submit(ctx, fl.Agent.ID, hb, nil); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		})
-	}
 }
 
 // A body without a Content-Length (chunked) obeys --max-body too, on both transports.
