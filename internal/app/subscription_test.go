@@ -26,9 +26,13 @@ type wsMsg struct {
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 
+// wsClient reads in a goroutine of its own: coder/websocket closes the connection when a
+// Read's context ends, so a test that waits a while for an update must not time out a Read.
 type wsClient struct {
-	t    *testing.T
-	conn *websocket.Conn
+	t       *testing.T
+	conn    *websocket.Conn
+	msgs    chan wsMsg
+	readErr error // why msgs was closed
 }
 
 // dialWS opens a graphql-transport-ws connection and sends connection_init with payload.
@@ -42,7 +46,8 @@ func dialWS(t *testing.T, env *testenv.Env, payload any) *wsClient {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { conn.CloseNow() })
-	c := &wsClient{t: t, conn: conn}
+	c := &wsClient{t: t, conn: conn, msgs: make(chan wsMsg, 64)}
+	go c.pump()
 	init := map[string]any{"type": "connection_init"}
 	if payload != nil {
 		init["payload"] = payload
@@ -71,24 +76,42 @@ func (c *wsClient) send(v any) {
 	}
 }
 
-// read returns the next message other than a ping (which it answers).
-func (c *wsClient) read(wait time.Duration) (wsMsg, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
+// pump delivers every message other than a ping (which it answers) until the connection ends.
+func (c *wsClient) pump() {
+	defer close(c.msgs)
 	for {
-		_, data, err := c.conn.Read(ctx)
+		_, data, err := c.conn.Read(context.Background())
 		if err != nil {
-			return wsMsg{}, err
+			c.readErr = err
+			return
 		}
 		var m wsMsg
 		if err := json.Unmarshal(data, &m); err != nil {
-			return wsMsg{}, err
+			c.readErr = err
+			return
 		}
 		if m.Type == "ping" {
-			c.send(map[string]any{"type": "pong"})
+			pong, _ := json.Marshal(map[string]any{"type": "pong"})
+			_ = c.conn.Write(context.Background(), websocket.MessageText, pong)
 			continue
 		}
+		c.msgs <- m
+	}
+}
+
+// read returns the next message, or context.DeadlineExceeded if none came within wait (the
+// connection stays open), or the error that ended the connection.
+func (c *wsClient) read(wait time.Duration) (wsMsg, error) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case m, ok := <-c.msgs:
+		if !ok {
+			return wsMsg{}, c.readErr
+		}
 		return m, nil
+	case <-timer.C:
+		return wsMsg{}, context.DeadlineExceeded
 	}
 }
 
