@@ -4,7 +4,6 @@ import (
 	"github.com/oneprotect/telemetry/graph/generated"
 	"github.com/oneprotect/telemetry/graph/model"
 	"github.com/oneprotect/telemetry/internal/fleet"
-	"github.com/oneprotect/telemetry/internal/telemetry"
 )
 
 // Cost model. Every field costs 1 plus its children; a list costs its children times its
@@ -16,9 +15,6 @@ const (
 	ComplexityLimit = 25_000
 	// unpagedList is the assumed size of lists without `first` (sites, collectors).
 	unpagedList = 100
-	// heartbeatCost makes an 11th submitHeartbeat in one operation exceed the limit, while
-	// ten with their result fields stay under it.
-	heartbeatCost = 2_400
 	// perParentQuery is the extra cost of a nested connection that runs one query per parent
 	// (Asset.events), so a page of 500 assets cannot ask for 500 event listings.
 	perParentQuery = 50
@@ -68,8 +64,5 @@ func Complexity() generated.ComplexityRoot {
 	}
 	c.Query.Sites = func(child int) int { return listCost(child, unpagedList) }
 	c.Query.Collectors = func(child int, _ *string) int { return listCost(child, unpagedList) }
-	c.Mutation.SubmitHeartbeat = func(child int, _ string, _ telemetry.Heartbeat) int {
-		return saturate(heartbeatCost + int64(child))
-	}
 	return c
 }

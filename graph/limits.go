@@ -20,11 +20,17 @@ const (
 	maxFields = 1_000
 	// maxDepth bounds nesting (GraphiQL's introspection query needs about 13).
 	maxDepth = 20
+	// maxHeartbeats bounds the submitHeartbeat fields of one operation (CONTRACT §5: a
+	// collector relays at most ten agents' heartbeats at once). Counted here, where the
+	// verdict is cached per document, rather than in the per-request cost walk, which would
+	// decode every heartbeat's arguments once more just to cost it.
+	maxHeartbeats = 10
 )
 
-type shape struct{ fields, depth int }
+type shape struct{ fields, depth, heartbeats int }
 
-// shapeLimit refuses operations over maxFields or maxDepth with COMPLEXITY_LIMIT_EXCEEDED.
+// shapeLimit refuses operations over maxFields, maxDepth or maxHeartbeats with
+// COMPLEXITY_LIMIT_EXCEEDED.
 // Verdicts on accepted documents are cached, so a dashboard's repeated query is parsed once.
 type shapeLimit struct {
 	ok *lru.LRU[bool]
@@ -52,6 +58,8 @@ func (l *shapeLimit) MutateOperationParameters(ctx context.Context, p *graphql.R
 			err = gqlerror.Errorf("the operation has more than %d fields once fragments are expanded", maxFields)
 		case s.depth > maxDepth:
 			err = gqlerror.Errorf("the operation nests fields more than %d deep", maxDepth)
+		case s.heartbeats > maxHeartbeats:
+			err = gqlerror.Errorf("the operation has more than %d submitHeartbeat fields", maxHeartbeats)
 		default:
 			continue
 		}
@@ -74,12 +82,17 @@ func (m *measurer) selections(set ast.SelectionSet) shape {
 	add := func(s shape) {
 		out.fields = min(out.fields+s.fields, maxFields+1)
 		out.depth = max(out.depth, s.depth)
+		out.heartbeats = min(out.heartbeats+s.heartbeats, maxHeartbeats+1)
 	}
 	for _, sel := range set {
 		switch s := sel.(type) {
 		case *ast.Field:
 			child := m.selections(s.SelectionSet)
-			add(shape{fields: 1 + child.fields, depth: min(1+child.depth, maxDepth+1)})
+			f := shape{fields: 1 + child.fields, depth: min(1+child.depth, maxDepth+1), heartbeats: child.heartbeats}
+			if s.Name == "submitHeartbeat" {
+				f.heartbeats++
+			}
+			add(f)
 		case *ast.InlineFragment:
 			add(m.selections(s.SelectionSet))
 		case *ast.FragmentSpread:

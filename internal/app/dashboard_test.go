@@ -665,6 +665,19 @@ func TestDashboardCostLimits(t *testing.T) {
 					t.Fatalf("10 heartbeats: %v", d)
 				}
 			}
+			// Fragments count too: six in the operation and five in a fragment are eleven.
+			var b strings.Builder
+			b.WriteString("mutation($a: ID!) { ...five")
+			for i := 0; i < 6; i++ {
+				fmt.Fprintf(&b, " o%d: submitHeartbeat(agentId: $a, input: {}) { accepted }", i)
+			}
+			b.WriteString(" } fragment five on Mutation {")
+			for i := 0; i < 5; i++ {
+				fmt.Fprintf(&b, " f%d: submitHeartbeat(agentId: $a, input: {}) { accepted }", i)
+			}
+			if r := env.GQL(ctoken, b.String()+" }", map[string]any{"a": agents[10].ID}); r.Code() != "COMPLEXITY_LIMIT_EXCEEDED" || r.Data != nil {
+				t.Fatalf("11 heartbeats through a fragment: %s", r.Raw)
+			}
 		})
 	})
 }
