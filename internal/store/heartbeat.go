@@ -120,10 +120,10 @@ WHERE agent_id = ? AND tenant_id = ? AND status = 'ENROLLED'`),
 	return h
 }
 
-// applyHeartbeat writes one heartbeat inside tx (SQLite; PostgreSQL runs pgHeartbeat): the event first (its unique key settles
-// duplicates without writing anything else), then the identity, guarded by its status so a
-// revocation that raced the check still wins, then the projection. It returns an error only
-// for a database failure, which aborts the whole transaction.
+// applyHeartbeat writes one heartbeat inside tx on SQLite (PostgreSQL runs pgHeartbeat): the
+// event first (its unique key settles duplicates without writing anything else), then the
+// identity, guarded by its status so a revocation that raced the check still wins, then the
+// projection. It returns an error only for a database failure, which aborts the transaction.
 func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
 	st := s.hb
 	at := Micros(w.ReceivedAt)
@@ -295,6 +295,7 @@ func (s *Store) WriteHeartbeat(ctx context.Context, w *HeartbeatWrite) (Heartbea
 	return out, err
 }
 
+// writeHeartbeatPG queues w as one pgHeartbeat statement and interprets its counts.
 func (s *Store) writeHeartbeatPG(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
 	for attempt := 0; ; attempt++ {
 		p, err := s.newPGWrite(w)
@@ -306,8 +307,11 @@ func (s *Store) writeHeartbeatPG(ctx context.Context, w *HeartbeatWrite) (Heartb
 			return HeartbeatOutcome{}, err
 		}
 		out, retry, err := s.pgFollowUp(ctx, w, p)
-		if !retry || err != nil {
-			return out, err
+		if err != nil {
+			return HeartbeatOutcome{}, mapErr(err)
+		}
+		if !retry {
+			return out, nil
 		}
 		if attempt == 2 {
 			return HeartbeatOutcome{}, fmt.Errorf("heartbeat %s: identity status keeps changing", w.AgentID)
