@@ -3,7 +3,8 @@
 --
 -- * events: the primary key becomes (tenant_id, id), which is the order every events listing
 --   reads in, so events_tenant_idx goes. Every event that names an agent also names its asset,
---   so an agent's events are found through events_asset_idx and events_agent_idx goes.
+--   so an agent's events are found through events_asset_idx, which now also holds agent_id (an
+--   agent's events are counted from the index alone), and events_agent_idx goes.
 -- * assets: one index on (tenant_id, last_seen_at, site_id) counts online assets, in a tenant or
 --   in one of its sites, from the index alone; it replaces two.
 CREATE TABLE events_v3 (
@@ -30,7 +31,7 @@ ALTER TABLE events_v3 RENAME TO events;
 -- The idempotency key of heartbeats (CONTRACT §4).
 CREATE UNIQUE INDEX events_heartbeat_key ON events (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL;
 --bun:split
-CREATE INDEX events_asset_idx ON events (tenant_id, asset_id, id);
+CREATE INDEX events_asset_idx ON events (tenant_id, asset_id, id, agent_id);
 --bun:split
 CREATE INDEX events_type_idx ON events (tenant_id, type, id);
 --bun:split

@@ -48,8 +48,9 @@ type EventFilter struct {
 
 // apply adds the filter to a query already scoped to tenantID. Every event that names an agent
 // also names the agent's asset, so an agent's events are found through the asset index (an
-// asset has few agents in its life): events need no index of their own by agent, which is one
-// random index write fewer per heartbeat.
+// asset has few agents in its life), which also holds agent_id so that counting them reads only
+// the index: events need no index of their own by agent, one random index write fewer per
+// heartbeat.
 func (f EventFilter) apply(q *bun.SelectQuery, tenantID string) *bun.SelectQuery {
 	if f.AssetID != nil {
 		q = q.Where("asset_id = ?", *f.AssetID)
