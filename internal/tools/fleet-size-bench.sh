@@ -11,6 +11,7 @@
 # Needs wrk, jq and the sqlite3 command-line shell. Everything listens on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. internal/tools/bench-lib.sh
 IDENTITIES=1000000; DURATION=10s; ROUNDS=2; BIN=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,23 +32,10 @@ cleanup() {
 trap cleanup EXIT
 if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
 
-start() {
-  "$BIN" serve --db "$1" --addr $SVC 2>>"$WORK/serve.log" &
-  SVC_PID=$!
-  for _ in $(seq 1 100); do curl -sf http://$SVC/readyz >/dev/null && break; sleep 0.1; done
-}
-stop() { kill "$SVC_PID"; wait "$SVC_PID" 2>/dev/null || true; }
-
 small=$WORK/small.db; big=$WORK/big.db
-start "$small"
-tenant=$("$BIN" tenant create --db "$small" --name "Fleet size" --json | jq -r .tenant_id)
-admin=$("$BIN" user create --db "$small" --tenant "$tenant" --name bench --role admin --json | jq -r .token)
-gql() { curl -s http://$SVC/query -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d "$1"; }
-site=$(gql '{"query":"mutation { createSite(input: {name: \"Bench\"}) { id } }"}' | jq -r .data.createSite.id)
-token=$(gql '{"query":"mutation($s: ID!) { createEnrollmentToken(input: {siteId: $s, maxUses: 1000}) { token } }","variables":{"s":"'"$site"'"}}' | jq -r .data.createEnrollmentToken.token)
-"$BIN" loadgen --server http://$SVC --enrollment-token "$token" --agents 1000 --duration 0 --concurrency 64 \
-  --agents-file "$WORK/agents.json" --wrk-lua "$WORK/heartbeats.lua" --quiet | grep -E '^enrollment'
-stop # checkpoints the WAL into the file
+bench_start "$small"
+bench_enroll "$small" "Fleet size" 1000 64
+bench_stop # checkpoints the WAL into the file
 
 cp "$small" "$big"
 sqlite3 "$big" <<SQL
@@ -61,10 +49,10 @@ echo "identities: small $(sqlite3 "$small" 'SELECT count(*) FROM agent_identitie
 
 for round in $(seq 1 "$ROUNDS"); do
   for db in small big; do
-    start "$WORK/$db.db"
+    bench_start "$WORK/$db.db"
     out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$WORK/heartbeats.lua" http://$SVC)
     rss=$(ps -o rss= -p "$SVC_PID" | awk '{printf "%.0f MiB", $1/1024}')
-    stop
+    bench_stop
     echo "round $round $db: $(echo "$out" | awk '/Requests\/sec/ {print $2 " req/s"}'), p99 $(echo "$out" | awk '$1 == "99%" {print $2}'), non-2xx $(echo "$out" | awk '/Non-2xx/ {print $4}' | grep . || echo 0), RSS $rss"
   done
 done

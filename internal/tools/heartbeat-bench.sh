@@ -10,6 +10,7 @@
 # Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. internal/tools/bench-lib.sh
 PG=""; AGENTS=1000; DURATION=10s; BIN=""; CONNS=64
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,7 +38,7 @@ go build -o "$WORK/ceiling" ./internal/tools/ceiling
 
 # fresh_service PHASE: stops the service, starts it on an empty database, enrolls the agents.
 fresh_service() {
-  if [ -n "$SVC_PID" ]; then kill "$SVC_PID"; wait "$SVC_PID" 2>/dev/null || true; fi
+  if [ -n "$SVC_PID" ]; then bench_stop; fi
   if [ -n "$PG" ]; then
     local name="oneprotect_bench_$1_$$"
     psql "$PG" -qc "CREATE DATABASE $name" >/dev/null
@@ -46,18 +47,8 @@ fresh_service() {
   else
     DB=$WORK/$1.db
   fi
-  "$BIN" serve --db "$DB" --addr $SVC 2>>"$WORK/serve.log" &
-  SVC_PID=$!
-  for _ in $(seq 1 100); do curl -sf http://$SVC/readyz >/dev/null && break; sleep 0.1; done
-  local tenant admin site token
-  tenant=$("$BIN" tenant create --db "$DB" --name "Bench $1" --json | jq -r .tenant_id)
-  admin=$("$BIN" user create --db "$DB" --tenant "$tenant" --name bench --role admin --json | jq -r .token)
-  gql() { curl -s http://$SVC/query -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d "$1"; }
-  site=$(gql '{"query":"mutation { createSite(input: {name: \"Bench\"}) { id } }"}' | jq -r .data.createSite.id)
-  token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$site"'","n":'"$AGENTS"'}}' | jq -r .data.createEnrollmentToken.token)
-  rm -f "$WORK/agents.json"
-  "$BIN" loadgen --server http://$SVC --enrollment-token "$token" --agents "$AGENTS" --duration 0 --concurrency "$CONNS" \
-    --agents-file "$WORK/agents.json" --wrk-lua "$WORK/heartbeats.lua" --quiet | grep -E '^enrollment'
+  bench_start "$DB"
+  bench_enroll "$DB" "Bench $1" "$AGENTS" "$CONNS"
 }
 
 commits() {

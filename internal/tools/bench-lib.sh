@@ -1,0 +1,27 @@
+# Shared by the benchmark scripts in this folder (sourced, not run). The caller sets BIN (the
+# oneprotect binary), WORK (a scratch folder) and SVC (host:port for the service).
+
+# bench_start DB: starts the service on DB and waits until it is ready; sets SVC_PID.
+bench_start() {
+  "$BIN" serve --db "$1" --addr "$SVC" 2>>"$WORK/serve.log" &
+  SVC_PID=$!
+  for _ in $(seq 1 100); do curl -sf "http://$SVC/readyz" >/dev/null && break; sleep 0.1; done
+}
+
+# bench_stop: stops the service started by bench_start.
+bench_stop() { kill "$SVC_PID"; wait "$SVC_PID" 2>/dev/null || true; }
+
+# bench_enroll DB NAME AGENTS CONCURRENCY: on the running service, creates a tenant NAME with an
+# admin, a site and an enrollment token, then enrolls AGENTS agents with the load generator,
+# which writes them to $WORK/agents.json and a wrk script over them to $WORK/heartbeats.lua.
+bench_enroll() {
+  local db=$1 name=$2 agents=$3 conns=$4 tenant admin site token
+  tenant=$("$BIN" tenant create --db "$db" --name "$name" --json | jq -r .tenant_id)
+  admin=$("$BIN" user create --db "$db" --tenant "$tenant" --name bench --role admin --json | jq -r .token)
+  gql() { curl -s "http://$SVC/query" -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' -d "$1"; }
+  site=$(gql '{"query":"mutation { createSite(input: {name: \"Bench\"}) { id } }"}' | jq -r .data.createSite.id)
+  token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$site"'","n":'"$agents"'}}' | jq -r .data.createEnrollmentToken.token)
+  rm -f "$WORK/agents.json"
+  "$BIN" loadgen --server "http://$SVC" --enrollment-token "$token" --agents "$agents" --duration 0 --concurrency "$conns" \
+    --agents-file "$WORK/agents.json" --wrk-lua "$WORK/heartbeats.lua" --quiet | grep -E '^enrollment'
+}
