@@ -1097,6 +1097,27 @@ func TestHeartbeatChunkedBodyLimit(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
 		env := testenv.New(t, dsn)
 		ag := env.NewFleet("Acme").Agent
+		// postChunked posts body as the agent with no Content-Length: io.MultiReader hides the
+		// length, so the client sends the body chunked.
+		postChunked := func(path, body string) (int, string) {
+			t.Helper()
+			req, err := http.NewRequest(http.MethodPost, env.Server.URL+path, io.MultiReader(strings.NewReader(body)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if req.ContentLength != 0 {
+				t.Fatalf("%s: the request has a Content-Length (%d)", path, req.ContentLength)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Authorization", "Bearer "+ag.Token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			got, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(got)
+		}
 		huge := strings.Repeat("x", int(env.App.Config.MaxBody))
 		for _, tc := range []struct {
 			path, body, want string
@@ -1105,36 +1126,14 @@ func TestHeartbeatChunkedBodyLimit(t *testing.T) {
 			{"/query", `{"query": "mutation { submitHeartbeat(agentId: \"` + ag.ID + `\", input: {hostname: \"` + huge + `\"}) { accepted } }"}`,
 				`"code":"PAYLOAD_TOO_LARGE"`},
 		} {
-			// io.MultiReader hides the length, so the client sends the body chunked.
-			req, err := http.NewRequest(http.MethodPost, env.Server.URL+tc.path, io.MultiReader(strings.NewReader(tc.body)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			req.Header.Set("Content-Type", "application/json")
-			req.Header.Set("Authorization", "Bearer "+ag.Token)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if req.ContentLength != 0 || resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(body), tc.want) {
-				t.Errorf("%s: %d %s", tc.path, resp.StatusCode, body)
+			if status, body := postChunked(tc.path, tc.body); status != http.StatusRequestEntityTooLarge || !strings.Contains(body, tc.want) {
+				t.Errorf("%s: %d %s", tc.path, status, body)
 			}
 		}
 		// A chunked body within the limit is served as usual.
-		req, _ := http.NewRequest(http.MethodPost, env.Server.URL+"/query", io.MultiReader(strings.NewReader(
-			`{"query": "mutation { submitHeartbeat(agentId: \"`+ag.ID+`\", input: {heartbeatId: \"c\"}) { accepted } }"}`)))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+ag.Token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), `"accepted":true`) {
-			t.Errorf("chunked heartbeat: %d %s", resp.StatusCode, body)
+		status, body := postChunked("/query", `{"query": "mutation { submitHeartbeat(agentId: \"`+ag.ID+`\", input: {heartbeatId: \"c\"}) { accepted } }"}`)
+		if !strings.Contains(body, `"accepted":true`) {
+			t.Errorf("chunked heartbeat: %d %s", status, body)
 		}
 	})
 }
