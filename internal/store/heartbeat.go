@@ -270,12 +270,14 @@ func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, 
 	return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
 }
 
+// all lists the statements a transaction runs, for preparing them once. On PostgreSQL that is
+// pgHeartbeat alone (in a batch that also holds enrollments; a pipelined batch and the reads
+// after it go through pgx's own statement cache); the others are SQLite's.
 func (h *heartbeatStatements) all() []string {
-	all := []string{h.insertEvent, h.selectHash, h.touchIdentity, h.refreshIdentity, h.activateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
 	if h.oneStatement != "" {
-		all = append(all, h.oneStatement)
+		return []string{h.oneStatement}
 	}
-	return all
+	return []string{h.insertEvent, h.selectHash, h.touchIdentity, h.refreshIdentity, h.activateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
 }
 
 // WriteHeartbeat queues w for the next group commit and waits for its outcome.
