@@ -159,7 +159,6 @@ func (h *Handler) readJSON(w http.ResponseWriter, r *http.Request, dst any) erro
 func jsonError(err error) error {
 	var typeErr *json.UnmarshalTypeError
 	var syntaxErr *json.SyntaxError
-	var timeErr *time.ParseError
 	switch {
 	case errors.As(err, &typeErr):
 		field := typeErr.Field
@@ -169,8 +168,6 @@ func jsonError(err error) error {
 		return domain.Invalid(field, "%s must be of type %s", field, jsonType(typeErr.Type.Kind().String()))
 	case errors.As(err, &syntaxErr):
 		return domain.Invalid("body", "malformed JSON at byte %d", syntaxErr.Offset)
-	case errors.As(err, &timeErr):
-		return domain.Invalid("sent_at", "sent_at must be an RFC 3339 timestamp")
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return domain.Invalid("body", "the body is empty or truncated JSON")
 	}
