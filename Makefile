@@ -12,7 +12,7 @@ run:
 	$(GO) run . serve
 
 demo:
-	$(GO) run . serve --demo --db demo.db
+	$(GO) run . serve --demo --db demo.db $(if $(ADDR),--addr $(ADDR))
 
 test:
 	$(GO) test -race -count=1 -timeout 30m ./...
