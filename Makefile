@@ -5,8 +5,11 @@ BIN := bin/oneprotect
 
 .PHONY: build run demo test test-short generate vet bench clean
 
+# The commit and version go into `oneprotect version` even where VCS stamping is off.
+LDFLAGS := -X main.commit=$(shell git rev-parse HEAD 2>/dev/null) -X main.version=$(shell git describe --tags --always --dirty 2>/dev/null)
+
 build:
-	$(GO) build -o $(BIN) .
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 run:
 	$(GO) run . serve

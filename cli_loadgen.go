@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/loadgen"
@@ -34,7 +35,7 @@ func loadgenCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return errors.New("--server is required")
 	}
 	if !*quiet {
-		cfg.Progress = stderr
+		cfg.Progress = progressWriter(stderr)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -56,4 +57,28 @@ func loadgenCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprint(stdout, sum.Format())
 	return nil
+}
+
+// progressWriter passes the live progress line to a terminal as is (redrawn in place with \r),
+// and to anything else (a log file, a pipe) as plain lines, one per update.
+func progressWriter(w io.Writer) io.Writer {
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return w
+		}
+	}
+	return lineWriter{w}
+}
+
+type lineWriter struct{ w io.Writer }
+
+func (l lineWriter) Write(p []byte) (int, error) {
+	line := strings.TrimRight(strings.Trim(string(p), "\r"), " ")
+	if strings.TrimSpace(line) == "" {
+		return len(p), nil // the terminal's erase of the line
+	}
+	if _, err := io.WriteString(l.w, line+"\n"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -5,6 +5,7 @@
 //	oneprotect tenant create --name N [--slug S] [--json]
 //	oneprotect user create --tenant T --name N --role admin|viewer [--json]
 //	oneprotect projections rebuild           replay the event log into the asset read model
+//	oneprotect version                       print the version, commit and Go version
 //
 // Every flag can also come from ONEPROTECT_<FLAG_IN_UPPER_SNAKE>; a flag on the command
 // line wins over the environment.
@@ -50,11 +51,14 @@ commands:
   projections rebuild    rebuild the asset read model from the event log
   agent                  run an agent on this machine
   loadgen                drive simulated agents against a server
+  version                print the version, commit and Go version
 
-every command takes --db (env ONEPROTECT_DB): a postgres:// URL or a SQLite file path
+every command takes --db (env ONEPROTECT_DB): a postgres:// URL or a SQLite file path;
+'oneprotect <command> -h' lists a command's flags
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	helpOut = stdout
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -75,15 +79,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = agentCommand(ctx, args[1:], stdout, stderr)
 	case args[0] == "loadgen":
 		err = loadgenCommand(ctx, args[1:], stdout, stderr)
+	case args[0] == "version":
+		err = versionCommand(args[1:], stdout)
 	case args[0] == "help" || args[0] == "-h" || args[0] == "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
-		fmt.Fprintf(stderr, "oneprotect: unknown command %q\n\n%s", strings.Join(args, " "), usage)
-		return 2
+		err = unknownCommand(args)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "oneprotect: %s\n", ue.msg)
+		return 2
 	}
 	if err != nil {
 		var de *domain.Error
@@ -114,9 +124,10 @@ func newFlags(name string) *flag.FlagSet {
 
 // parse applies environment defaults, then the command line.
 func parse(fs *flag.FlagSet, args []string) error {
+	prepareFlags(fs)
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		env := "ONEPROTECT_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok && envErr == nil {
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("invalid %s=%q: %v", env, v, err)
@@ -127,22 +138,26 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return envErr
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			printHelp(helpOut, fs)
+			return err
+		}
+		return flagError(fs, err)
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return &usageError{fmt.Sprintf("unexpected arguments: %s\nrun 'oneprotect %s -h' for its flags", strings.Join(fs.Args(), " "), fs.Name())}
 	}
 	return nil
 }
 
 func dbFlag(fs *flag.FlagSet) *string {
-	return fs.String("db", "oneprotect.db", "database: a postgres:// URL or a SQLite file path (env ONEPROTECT_DB)")
+	return fs.String("db", "oneprotect.db", "database: a postgres:// URL or a SQLite file path")
 }
 
 // byteSize is a flag value like 1MiB, 512KiB or 1048576.
 type byteSize int64
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+func (b *byteSize) String() string { return humanBytes(int64(*b)) }
 func (b *byteSize) Set(s string) error {
 	units := []struct {
 		suffix string
@@ -167,7 +182,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	def := app.Defaults()
 	fs := newFlags("serve")
 	db := dbFlag(fs)
-	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
+	addr := fs.String("addr", "127.0.0.1:8080", "listen `host:port`")
 	interval := fs.Duration("heartbeat-interval", def.HeartbeatInterval, "heartbeat interval advertised to agents")
 	offline := fs.Duration("offline-after", def.OfflineAfter, "an asset is online while its last heartbeat is younger")
 	stale := fs.Duration("stale-after", def.StaleAfter, "identities silent this long become STALE")
@@ -185,18 +200,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		// The demo's agents beat every 5-10s: a short window shows quiet ones going offline.
 		*offline = 30 * time.Second
 	}
-	for name, d := range map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
-		"stale-after": *stale, "sweep-interval": *sweep} {
-		if d <= 0 {
+	durations := map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
+		"stale-after": *stale, "sweep-interval": *sweep}
+	for _, name := range sortedKeys(durations) {
+		if durations[name] <= 0 {
 			return fmt.Errorf("--%s must be positive", name)
 		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
 		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log}
+	if err := checkDB(*db, false); err != nil {
+		return err
+	}
 	a, err := app.Open(ctx, cfg)
 	if err != nil {
-		return err
+		return dbError(*db, err)
 	}
 	defer a.Close()
 
@@ -217,7 +236,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	defer stopBG()
 	a.Run(bg)
 	if *pprofAddr != "" {
-		go servePprof(*pprofAddr, log)
+		pln, err := net.Listen("tcp", *pprofAddr)
+		if err != nil {
+			return fmt.Errorf("--pprof-addr: %w", err)
+		}
+		log.Info("pprof listening", "addr", pln.Addr().String(), "url", "http://"+pln.Addr().String()+"/debug/pprof/")
+		go servePprof(pln, log)
 	}
 	base := "http://" + ln.Addr().String()
 	log.Info("serving", "addr", ln.Addr().String(), "db", redactDSN(*db), "playground", *pg)
@@ -247,13 +271,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // servePprof exposes the Go profiler on its own listener, never on the service's address.
-func servePprof(addr string, log *slog.Logger) {
+func servePprof(ln net.Listener, log *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	if err := srv.ListenAndServe(); err != nil {
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if err := srv.Serve(ln); err != nil {
 		log.Error("pprof listener", "err", err)
 	}
 }
@@ -271,9 +295,12 @@ func redactDSN(dsn string) string {
 }
 
 func openStore(ctx context.Context, db string) (*store.Store, error) {
+	if err := checkDB(db, true); err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, db)
 	if err != nil {
-		return nil, err
+		return nil, dbError(db, err)
 	}
 	if _, err := st.Migrate(ctx); err != nil {
 		st.Close()
@@ -289,9 +316,12 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if err := checkDB(*db, false); err != nil {
+		return err
+	}
 	st, err := store.Open(ctx, *db)
 	if err != nil {
-		return err
+		return dbError(*db, err)
 	}
 	defer st.Close()
 	applied, err := st.Migrate(ctx)
@@ -322,9 +352,13 @@ func withApp(ctx context.Context, db string, fn func(a *app.App) error) error {
 	cfg := app.Defaults()
 	cfg.DB = db
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	// An admin command never creates a database: a mistyped --db would give an empty one.
+	if err := checkDB(db, true); err != nil {
+		return err
+	}
 	a, err := app.Open(ctx, cfg)
 	if err != nil {
-		return err
+		return dbError(db, err)
 	}
 	defer a.Close()
 	return fn(a)

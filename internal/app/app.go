@@ -158,7 +158,7 @@ func (a *App) routes() http.Handler {
 		mux.Handle("/playground", pg)
 		mux.Handle("/playground/", pg)
 	}
-	return mux
+	return observe.WithRequestID(mux)
 }
 
 // limitBody caps request bodies at max bytes (--max-body applies to /query as to REST).

@@ -32,6 +32,8 @@ func TestAcknowledgedHeartbeatsSurviveKill9(t *testing.T) {
 			var tenant struct {
 				TenantID string `json:"tenant_id"`
 			}
+			var migrated struct{}
+			cli(t, bin, &migrated, "migrate", "--db", dsn, "--json") // admin commands never create a database
 			cli(t, bin, &tenant, "tenant", "create", "--db", dsn, "--name", "Durable", "--json")
 			var user struct {
 				Token string `json:"token"`

@@ -35,6 +35,16 @@ func newID() string {
 	return idPrefix + strconv.FormatUint(idCounter.Add(1), 36)
 }
 
+// WithRequestID gives every request an id, echoed as X-Request-Id, before any route is
+// chosen: health checks, metrics, static pages and 404/405 answers carry one too.
+func WithRequestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := newID()
+		w.Header().Set("X-Request-Id", id)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
+	})
+}
+
 // Metrics are the service's Prometheus collectors, on a registry of their own.
 type Metrics struct {
 	Registry   *prometheus.Registry
@@ -99,9 +109,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (m *Metrics) Middleware(route string, log *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		id := newID()
-		w.Header().Set("X-Request-Id", id)
-		r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		id := RequestID(r.Context()) // set by WithRequestID in front of the router
+		if id == "" {
+			id = newID()
+			w.Header().Set("X-Request-Id", id)
+			r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+		}
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
