@@ -9,7 +9,7 @@ import (
 )
 
 // startDemo prepares the demo tenant and starts its simulated fleet (serve --demo).
-func startDemo(ctx context.Context, a *app.App, base string, stderr io.Writer) error {
-	_, err := demo.Start(ctx, a, base, stderr)
-	return err
+// The fleet's Wait returns once its agents have stopped after ctx ended.
+func startDemo(ctx context.Context, a *app.App, base string, stderr io.Writer) (*demo.Fleet, error) {
+	return demo.Start(ctx, a, base, stderr)
 }

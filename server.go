@@ -193,6 +193,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(&maxBody, "max-body", "largest request body, e.g. 1MiB")
 	demo := fs.Bool("demo", false, "demo mode: a demo tenant, an admin token and simulated agents")
 	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -201,7 +202,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		*offline = 30 * time.Second
 	}
 	durations := map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
-		"stale-after": *stale, "sweep-interval": *sweep}
+		"stale-after": *stale, "sweep-interval": *sweep, "shutdown-timeout": *shutdownTimeout}
 	for _, name := range sortedKeys(durations) {
 		if durations[name] <= 0 {
 			return fmt.Errorf("--%s must be positive", name)
@@ -232,21 +233,26 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
-	a.Run(bg)
+	// Background jobs outlive the signal: Close stops them after HTTP has drained, so
+	// other replicas keep hearing of the heartbeats accepted while draining.
+	a.Run(context.Background())
+	srv.RegisterOnShutdown(a.CloseWebsockets)
+	var pprofSrv *http.Server
 	if *pprofAddr != "" {
 		pln, err := net.Listen("tcp", *pprofAddr)
 		if err != nil {
 			return fmt.Errorf("--pprof-addr: %w", err)
 		}
 		log.Info("pprof listening", "addr", pln.Addr().String(), "url", "http://"+pln.Addr().String()+"/debug/pprof/")
-		go servePprof(pln, log)
+		pprofSrv = servePprof(pln, log)
 	}
 	base := "http://" + ln.Addr().String()
 	log.Info("serving", "addr", ln.Addr().String(), "db", redactDSN(*db), "playground", *pg)
+	demoCtx, stopDemo := context.WithCancel(context.Background())
+	defer stopDemo()
+	var fleet interface{ Wait() }
 	if *demo {
-		if err := startDemo(bg, a, base, stderr); err != nil {
+		if fleet, err = startDemo(demoCtx, a, base, stderr); err != nil {
 			return err
 		}
 	}
@@ -258,12 +264,26 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	// SIGTERM or SIGINT: stop accepting, let in-flight requests finish, then exit 0.
+	// SIGTERM or SIGINT, in order: the demo's simulated agents (clients of this very
+	// server) stop; the listener closes and in-flight requests finish, while websockets
+	// are closed with 1001; then (a.Close) the write engine is flushed, the background
+	// jobs stop and the database closes. Every step is bounded.
 	log.Info("shutting down: draining in-flight requests")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
-	stopBG()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
+	stopDemo()
+	if fleet != nil {
+		fleet.Wait()
+	}
+	drainErr := srv.Shutdown(shutdownCtx)
+	if drainErr != nil {
+		drainErr = fmt.Errorf("requests still running after --shutdown-timeout %v: %w", *shutdownTimeout, drainErr)
+		_ = srv.Close()
+	}
+	if pprofSrv != nil {
+		_ = pprofSrv.Shutdown(shutdownCtx)
+	}
+	if err := errors.Join(drainErr, a.Close()); err != nil {
 		return err
 	}
 	log.Info("stopped")
@@ -271,15 +291,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // servePprof exposes the Go profiler on its own listener, never on the service's address.
-func servePprof(ln net.Listener, log *slog.Logger) {
+func servePprof(ln net.Listener, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	if err := srv.Serve(ln); err != nil {
-		log.Error("pprof listener", "err", err)
-	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("pprof listener", "err", err)
+		}
+	}()
+	return srv
 }
 
 func redactDSN(dsn string) string {

@@ -25,6 +25,8 @@ type Options struct {
 	Authenticator *auth.Authenticator
 	OnlineSince   func() int64
 	Log           *slog.Logger
+	// Sessions tracks websocket connections (shutdown, token revocation); nil makes one.
+	Sessions *Sessions
 }
 
 // parserTokenLimit bounds the lexer's work on one document (a 10,000-field query is
@@ -37,12 +39,15 @@ func NewServer(r *Resolver, o Options) *handler.Server {
 	srv := handler.New(generated.NewExecutableSchema(generated.Config{
 		Resolvers: r, Directives: Directives(), Complexity: Complexity(),
 	}))
-	srv.AddTransport(transport.Websocket{
+	if o.Sessions == nil {
+		o.Sessions = NewSessions(o.Authenticator)
+	}
+	srv.AddTransport(o.Sessions.Transport(transport.Websocket{
 		KeepAlivePingInterval: 15 * time.Second,
 		InitTimeout:           10 * time.Second,
 		PayloadReadLimit:      &o.MaxBody,
 		InitFunc:              websocketInit(r, o),
-	})
+	}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
@@ -87,6 +92,7 @@ func websocketInit(r *Resolver, o Options) transport.WebsocketInitFunc {
 			}
 			return refuse(errors.New("invalid token"))
 		}
+		ctx = o.Sessions.watch(ctx, token) // ends when the token is revoked, or at shutdown
 		ctx = auth.WithPrincipal(ctx, p)
 		// A connection lives long: its loaders batch but never cache, so every update is fresh.
 		ctx = loaders.With(ctx, loaders.NewUncached(r.Fleet.Store, p.TenantID, o.OnlineSince))

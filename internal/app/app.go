@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -64,6 +65,14 @@ type App struct {
 	Live       *live.Broker
 	Metrics    *observe.Metrics
 	Handler    http.Handler
+	// Sessions are the open GraphQL websocket connections.
+	Sessions *graph.Sessions
+
+	bg        sync.WaitGroup // the background jobs Run started
+	stopBG    context.CancelFunc
+	bgMu      sync.Mutex
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Open connects to the database, applies migrations and builds the services and handler.
@@ -102,6 +111,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
 	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live}
 	a.Fleet = &fleet.Service{Store: st, Cursors: &cursor.Codec{Key: []byte(key)}, Now: cfg.Now, OfflineAfter: cfg.OfflineAfter}
+	a.Sessions = graph.NewSessions(a.Auth)
 	a.Handler = a.routes()
 	return a, nil
 }
@@ -112,14 +122,70 @@ func randomHex() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Run starts the background jobs (stale sweeper, cross-replica live updates) until ctx ends.
+// Run starts the background jobs (stale sweeper, cross-replica live updates). They run
+// until ctx ends or Close stops them; Close waits for them either way.
 func (a *App) Run(ctx context.Context) {
-	go a.Live.Run(ctx)
-	go a.Enrollment.RunSweeper(ctx, a.Config.SweepInterval, a.Config.StaleAfter, a.Config.Log)
+	ctx, cancel := context.WithCancel(ctx)
+	a.bgMu.Lock()
+	prev := a.stopBG
+	a.stopBG = func() {
+		if prev != nil {
+			prev()
+		}
+		cancel()
+	}
+	a.bgMu.Unlock()
+	a.bg.Go(func() { a.Live.Run(ctx) })
+	a.bg.Go(func() {
+		a.Enrollment.RunSweeper(ctx, a.Config.SweepInterval, a.Config.StaleAfter, a.Config.Log)
+	})
 }
 
-// Close releases the database.
-func (a *App) Close() error { return a.Store.Close() }
+// closeBound bounds each waiting step of Close, so a stuck connection or job cannot keep
+// the process from exiting.
+const closeBound = 15 * time.Second
+
+// CloseWebsockets closes every GraphQL websocket connection with 1001 (going away) and
+// turns new ones away. http.Server.Shutdown does not know hijacked connections, so serve
+// registers this with RegisterOnShutdown.
+func (a *App) CloseWebsockets() { a.Sessions.CloseAll() }
+
+// Close shuts the service down after the HTTP server has drained, in this order: close the
+// websocket connections (1001) and wait for their handlers; flush the write engine; stop
+// the background jobs and wait for them; close the database. It is safe to call twice.
+//
+// Every request that was answered waited for its own commit, so once HTTP has drained the
+// write engine holds nothing acknowledged; Store.Close still finishes its last batch.
+func (a *App) Close() error {
+	a.closeOnce.Do(func() {
+		log := a.Config.Log
+		a.CloseWebsockets()
+		ctx, cancel := context.WithTimeout(context.Background(), closeBound)
+		defer cancel()
+		if err := a.Sessions.Wait(ctx); err != nil {
+			log.Warn("shutdown: websocket connections still open", "err", err)
+		}
+		if f, ok := any(a.Store).(interface{ Flush(context.Context) error }); ok {
+			if err := f.Flush(ctx); err != nil {
+				a.closeErr = err
+			}
+		}
+		a.bgMu.Lock()
+		if a.stopBG != nil {
+			a.stopBG()
+		}
+		a.bgMu.Unlock()
+		done := make(chan struct{})
+		go func() { a.bg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			log.Warn("shutdown: background jobs did not stop in time")
+		}
+		a.closeErr = errors.Join(a.closeErr, a.Store.Close())
+	})
+	return a.closeErr
+}
 
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -150,7 +216,7 @@ func (a *App) routes() http.Handler {
 
 	gql := graph.NewServer(&graph.Resolver{Tenancy: a.Tenancy, Enrollment: a.Enrollment, Telemetry: a.Telemetry,
 		Fleet: a.Fleet, Live: a.Live}, graph.Options{Introspection: a.Config.Introspection, MaxBody: a.Config.MaxBody,
-		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log})
+		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log, Sessions: a.Sessions})
 	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, loaders.Middleware(a.Store, onlineSince, graph.HTTP(gql)))))
 
 	if a.Config.Playground {
