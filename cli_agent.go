@@ -15,18 +15,15 @@ import (
 // agentCommand runs `oneprotect agent`: a real agent for this machine.
 func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("agent")
-	server := fs.String("server", "", "the service's base URL, e.g. http://127.0.0.1:8080 (required)")
-	enrollToken := fs.String("enrollment-token", "", "enrollment token (needed until the agent has enrolled, and to re-enroll)")
+	server := fs.String("server", "", "the service's base URL, e.g. http://127.0.0.1:8080 (needed to enroll; later: the stored one)")
+	enrollToken := fs.String("enrollment-token", "", "enrollment token: needed to enroll; a new one re-enrolls a revoked agent or enrolls with another --server")
 	collectorToken := fs.String("collector-token", "", "send heartbeats as this collector instead of as the agent")
-	stateDir := fs.String("state-dir", "", "directory that keeps the agent's identity and token (required; created 0700)")
+	stateDir := fs.String("state-dir", agent.DefaultStateDir(), "directory that keeps the agent's identity and token (created 0700)")
 	once := fs.Bool("once", false, "send one heartbeat, then exit")
 	interval := fs.Duration("interval", 0, "heartbeat interval (default: the interval the server advertises)")
 	asJSON := fs.Bool("json", false, "with --once: print the heartbeat result as JSON; otherwise log JSON to stderr")
 	if err := parse(fs, args); err != nil {
 		return err
-	}
-	if *server == "" {
-		return errors.New("--server is required")
 	}
 	if *stateDir == "" {
 		return errors.New("--state-dir is required")

@@ -1,6 +1,6 @@
 // Package agent is the OneProtect agent: it enrolls once, keeps its identity in a state
 // directory and sends heartbeats carrying the host's inventory at the interval the server
-// advertises, retrying with backoff (CONTRACT §4).
+// advertises, retrying with backoff.
 package agent
 
 import (
@@ -12,14 +12,17 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 )
 
 // Version is the agent version reported at enrollment and in every heartbeat.
 const Version = "0.6.0"
 
-// Config configures Run. Server and StateDir are required; EnrollmentToken is required
-// until the agent has enrolled.
+// Config configures Run. StateDir is required. Server is required until the agent has
+// enrolled (later it defaults to the server stored with the identity); EnrollmentToken is
+// required until the agent has enrolled, and re-enrolls it when it is not the token the
+// identity came from.
 type Config struct {
 	Server          string
 	EnrollmentToken string
@@ -64,6 +67,8 @@ func (e *StopError) Error() string {
 		return "agent_stale: the server marked this agent STALE after a long silence; an admin must reactivate it (reactivateAgentIdentity)"
 	case "unknown_agent":
 		return "unknown_agent: the server does not know this agent and no --enrollment-token was given to enroll again"
+	case "unauthenticated":
+		return "unauthenticated: the server refuses this agent's token (was the state directory made for another server?); enroll again with --enrollment-token"
 	}
 	return e.Code + ": " + e.Message
 }
@@ -72,6 +77,8 @@ type runner struct {
 	cfg    Config
 	client *Client
 	log    *slog.Logger
+	// enrolledWith is the stored server when --server names another one.
+	enrolledWith string
 }
 
 // Run enrolls if needed, then sends heartbeats until ctx ends (nil), the server refuses
@@ -79,10 +86,6 @@ type runner struct {
 func Run(ctx context.Context, cfg Config) error {
 	if cfg.StateDir == "" {
 		return errors.New("--state-dir is required")
-	}
-	client, err := NewClient(cfg.Server, cfg.HTTP)
-	if err != nil {
-		return err
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -102,8 +105,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Inventory == nil {
 		cfg.Inventory = Collect
 	}
-	r := &runner{cfg: cfg, client: client, log: cfg.Log}
-	err = r.run(ctx)
+	r := &runner{cfg: cfg, log: cfg.Log}
+	err := r.run(ctx)
 	if ctx.Err() != nil && !isStop(err) {
 		r.log.Info("agent stopped")
 		return nil
@@ -116,28 +119,67 @@ func isStop(err error) bool {
 	return errors.As(err, &s)
 }
 
-func (r *runner) run(ctx context.Context) error {
+// start loads the identity, picks the server (the stored one unless --server names another)
+// and enrolls when there is no identity for that server yet.
+func (r *runner) start(ctx context.Context) (*State, error) {
 	st, err := LoadState(r.cfg.StateDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if st == nil {
+	server := r.cfg.Server
+	if server == "" && st != nil {
+		server = st.Server
+	}
+	if server == "" {
+		return nil, errors.New("--server is required until the agent has enrolled")
+	}
+	if r.client, err = NewClient(server, r.cfg.HTTP); err != nil {
+		return nil, err
+	}
+	switch {
+	case st == nil:
 		if r.cfg.EnrollmentToken == "" {
-			return fmt.Errorf("no identity in %s yet: --enrollment-token is required to enroll", r.cfg.StateDir)
+			return nil, fmt.Errorf("no identity in %s yet: --enrollment-token is required to enroll", r.cfg.StateDir)
 		}
-		if st, err = r.enroll(ctx); err != nil {
-			return err
-		}
-	} else {
-		r.log.Info("reusing identity", "agent_id", st.AgentID, "asset_id", st.AssetID, "state_dir", r.cfg.StateDir)
+		return r.enroll(ctx)
+	case st.Server != "" && !sameServer(st.Server, r.client.Server):
+		// Maybe the same service under another address (a proxy, a new name): the identity is
+		// tried there, and a 401 then says it is another service (see run).
+		r.enrolledWith = st.Server
+		r.log.Info("--server differs from the server this identity was enrolled with", "server", r.client.Server,
+			"enrolled_with", st.Server)
+	}
+	r.log.Info("reusing identity", "agent_id", st.AgentID, "asset_id", st.AssetID, "server", r.client.Server, "state_dir", r.cfg.StateDir)
+	return st, nil
+}
+
+// sameServer compares base URLs, ignoring a trailing slash and the case of scheme and host.
+func sameServer(a, b string) bool {
+	return strings.EqualFold(strings.TrimRight(a, "/"), strings.TrimRight(b, "/"))
+}
+
+// newEnrollmentToken reports whether the configured enrollment token is not the one st came
+// from (a state from an agent that did not record it counts as new).
+func (r *runner) newEnrollmentToken(st *State) bool {
+	return r.cfg.EnrollmentToken != "" && st.EnrollmentTokenSHA256 != tokenDigest(r.cfg.EnrollmentToken)
+}
+
+func (r *runner) run(ctx context.Context) error {
+	st, err := r.start(ctx)
+	if err != nil {
+		return err
 	}
 	for {
 		hbID, res, err := r.deliver(ctx, st)
 		var apiErr *APIError
 		switch {
 		case err == nil:
-			if res.NextHeartbeatSeconds > 0 && res.NextHeartbeatSeconds != st.HeartbeatIntervalSeconds {
-				st.HeartbeatIntervalSeconds = res.NextHeartbeatSeconds
+			if r.enrolledWith != "" || (res.NextHeartbeatSeconds > 0 && res.NextHeartbeatSeconds != st.HeartbeatIntervalSeconds) {
+				// The server that accepts the identity becomes the default for the next runs.
+				st.Server, r.enrolledWith = r.client.Server, ""
+				if res.NextHeartbeatSeconds > 0 {
+					st.HeartbeatIntervalSeconds = res.NextHeartbeatSeconds
+				}
 				if err := SaveState(r.cfg.StateDir, st); err != nil {
 					r.log.Warn("could not save state", "err", err)
 				}
@@ -149,7 +191,21 @@ func (r *runner) run(ctx context.Context) error {
 			}
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case errors.As(err, &apiErr) && (apiErr.Code == "agent_revoked" || apiErr.Code == "agent_stale"):
+		case errors.As(err, &apiErr) && r.enrolledWith != "" && r.cfg.EnrollmentToken == "" &&
+			(apiErr.Code == "unauthenticated" || apiErr.Code == "unknown_agent"):
+			return fmt.Errorf("%s does not know the identity in %s, which was enrolled with %s (%s): give --enrollment-token to enroll with %s, or leave out --server to use %s",
+				r.client.Server, r.cfg.StateDir, r.enrolledWith, apiErr.Code, r.client.Server, r.enrolledWith)
+		case errors.As(err, &apiErr) && (apiErr.Code == "agent_revoked" || apiErr.Code == "agent_stale" || apiErr.Code == "unauthenticated"):
+			if r.newEnrollmentToken(st) {
+				// An admin handed out a new token: that is the way back after a revoke. The token
+				// the identity came from is not: giving it again must not undo the revoke.
+				r.log.Warn("the server refuses this identity: enrolling again with the new enrollment token",
+					"agent_id", st.AgentID, "code", apiErr.Code)
+				if st, err = r.enroll(ctx); err != nil {
+					return err
+				}
+				continue
+			}
 			r.log.Error("the server refuses this agent", "agent_id", st.AgentID, "code", apiErr.Code, "message", apiErr.Message)
 			return &StopError{Code: apiErr.Code, Message: apiErr.Message}
 		case errors.As(err, &apiErr) && apiErr.Code == "unknown_agent":
@@ -162,9 +218,15 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			continue
 		default:
-			// A refusal that will not change by retrying (400, 409, 401 unauthenticated...):
-			// logged, and the next heartbeat comes at the next interval.
-			r.log.Error("heartbeat refused", "agent_id", st.AgentID, "heartbeat_id", hbID, "err", err)
+			// A refusal that will not change by retrying (400, 409...), or, with --once, a server
+			// still unreachable after the last attempt: logged, and the next heartbeat comes at
+			// the next interval.
+			if errors.As(err, &apiErr) && apiErr.Status == 0 {
+				r.log.Error("heartbeat not delivered: the server cannot be reached", "server", r.client.Server, "agent_id", st.AgentID,
+					"heartbeat_id", hbID, "err", apiErr.Err)
+			} else {
+				r.log.Error("heartbeat refused", "agent_id", st.AgentID, "heartbeat_id", hbID, "err", err)
+			}
 			if r.cfg.Once {
 				return err
 			}
@@ -194,10 +256,12 @@ func (r *runner) enroll(ctx context.Context) (*State, error) {
 		if err == nil {
 			st := &State{Server: r.client.Server, MachineID: machineID, AgentID: en.AgentID, AssetID: en.AssetID,
 				TenantID: en.TenantID, SiteID: en.SiteID, CollectorID: en.CollectorID, Token: en.Token,
-				EnrolledAt: time.Now().UTC(), HeartbeatIntervalSeconds: en.HeartbeatIntervalSeconds}
+				EnrolledAt: time.Now().UTC(), HeartbeatIntervalSeconds: en.HeartbeatIntervalSeconds,
+				EnrollmentTokenSHA256: tokenDigest(r.cfg.EnrollmentToken)}
 			if err := SaveState(r.cfg.StateDir, st); err != nil {
 				return nil, fmt.Errorf("enrolled as %s but could not save the state: %w", en.AgentID, err)
 			}
+			r.enrolledWith = ""
 			r.log.Info("enrolled", "agent_id", en.AgentID, "asset_id", en.AssetID, "site_id", en.SiteID,
 				"heartbeat_interval_seconds", en.HeartbeatIntervalSeconds, "state", r.cfg.StateDir)
 			return st, nil

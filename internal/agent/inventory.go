@@ -131,12 +131,47 @@ func uptimeSeconds() (float64, bool) {
 	return v, err == nil && v >= 0
 }
 
-// addresses lists the IP and MAC addresses of every non-loopback interface.
+// addresses lists the addresses that identify this host on its networks.
 func addresses() (ips, macs []string) {
 	ifaces, err := net.Interfaces()
 	if err != nil {
 		return nil, nil
 	}
+	var list []netInterface
+	for _, ifc := range ifaces {
+		ni := netInterface{Name: ifc.Name, Flags: ifc.Flags, MAC: ifc.HardwareAddr}
+		if addrs, err := ifc.Addrs(); err == nil {
+			for _, a := range addrs {
+				switch v := a.(type) {
+				case *net.IPNet:
+					ni.IPs = append(ni.IPs, v.IP)
+				case *net.IPAddr:
+					ni.IPs = append(ni.IPs, v.IP)
+				}
+			}
+		}
+		list = append(list, ni)
+	}
+	return pickAddresses(list)
+}
+
+// netInterface is what pickAddresses needs of an interface (tests build their own).
+type netInterface struct {
+	Name  string
+	Flags net.Flags
+	MAC   net.HardwareAddr
+	IPs   []net.IP
+}
+
+// virtualPrefixes name the pseudo-interfaces of bridges, containers, VMs and overlays: their
+// MACs are made up on this host and change, so they identify nothing.
+var virtualPrefixes = []string{"veth", "docker", "br-", "virbr", "vnet", "cni", "flannel", "cali", "vxlan",
+	"lxcbr", "lxdbr", "podman", "dummy", "kube-", "tun", "tap", "wg", "zt"}
+
+// pickAddresses keeps the interfaces that are up, not loopback and not pseudo-interfaces, and
+// of their addresses the routable ones: link-local (fe80::/10, 169.254/16) addresses are
+// the same on every network and name nothing.
+func pickAddresses(ifaces []netInterface) (ips, macs []string) {
 	seen := map[string]bool{}
 	add := func(list *[]string, s string) {
 		if s == "" || seen[s] || len(s) > maxAddressLength || len(*list) >= maxAddresses {
@@ -146,28 +181,35 @@ func addresses() (ips, macs []string) {
 		*list = append(*list, s)
 	}
 	for _, ifc := range ifaces {
-		if ifc.Flags&net.FlagLoopback != 0 {
+		if ifc.Flags&net.FlagLoopback != 0 || ifc.Flags&net.FlagUp == 0 || isVirtual(ifc.Name) {
 			continue
 		}
-		if len(ifc.HardwareAddr) > 0 {
-			add(&macs, ifc.HardwareAddr.String())
+		if len(ifc.MAC) > 0 && !allZero(ifc.MAC) {
+			add(&macs, ifc.MAC.String())
 		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			var ip net.IP
-			switch v := a.(type) {
-			case *net.IPNet:
-				ip = v.IP
-			case *net.IPAddr:
-				ip = v.IP
-			}
-			if ip != nil && !ip.IsLoopback() {
+		for _, ip := range ifc.IPs {
+			if ip != nil && !ip.IsLoopback() && !ip.IsLinkLocalUnicast() && !ip.IsUnspecified() {
 				add(&ips, ip.String())
 			}
 		}
 	}
 	return ips, macs
+}
+
+func isVirtual(name string) bool {
+	for _, p := range virtualPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

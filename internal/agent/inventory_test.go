@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -48,5 +50,45 @@ func TestCollect(t *testing.T) {
 		if ip == "127.0.0.1" || ip == "::1" {
 			t.Fatalf("loopback address %s reported", ip)
 		}
+	}
+}
+
+func TestPickAddressesSkipsDownPseudoAndLinkLocal(t *testing.T) {
+	mac := func(s string) net.HardwareAddr {
+		m, err := net.ParseMAC(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	up := net.FlagUp | net.FlagBroadcast
+	ifaces := []netInterface{
+		{Name: "lo", Flags: net.FlagUp | net.FlagLoopback, IPs: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")}},
+		{Name: "eth0", Flags: up, MAC: mac("aa:bb:cc:dd:ee:01"),
+			IPs: []net.IP{net.ParseIP("10.0.0.5"), net.ParseIP("fe80::a8bb:ccff:fedd:ee01"), net.ParseIP("2001:db8::5")}},
+		{Name: "eth1", Flags: net.FlagBroadcast, MAC: mac("aa:bb:cc:dd:ee:02"), IPs: []net.IP{net.ParseIP("10.9.9.9")}}, // down
+		{Name: "docker0", Flags: up, MAC: mac("02:42:ac:11:00:01"), IPs: []net.IP{net.ParseIP("172.17.0.1")}},
+		{Name: "veth1a2b", Flags: up, MAC: mac("9e:00:00:00:00:01")},
+		{Name: "wlan0", Flags: up, MAC: mac("00:00:00:00:00:00"), IPs: []net.IP{net.ParseIP("169.254.3.4")}},
+	}
+	ips, macs := pickAddresses(ifaces)
+	if strings.Join(ips, ",") != "10.0.0.5,2001:db8::5" {
+		t.Errorf("ips = %v", ips)
+	}
+	if strings.Join(macs, ",") != "aa:bb:cc:dd:ee:01" {
+		t.Errorf("macs = %v", macs)
+	}
+}
+
+func TestDefaultStateDir(t *testing.T) {
+	if os.Geteuid() == 0 {
+		if d := DefaultStateDir(); d != "/var/lib/oneprotect-agent" {
+			t.Fatalf("as root: %q", d)
+		}
+		return
+	}
+	t.Setenv("XDG_STATE_HOME", "/tmp/xdg-state")
+	if d := DefaultStateDir(); d != "/tmp/xdg-state/oneprotect-agent" {
+		t.Fatalf("with XDG_STATE_HOME: %q", d)
 	}
 }

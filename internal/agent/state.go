@@ -2,6 +2,7 @@ package agent
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,31 @@ type State struct {
 	EnrolledAt  time.Time `json:"enrolled_at"`
 	// HeartbeatIntervalSeconds is the interval the server advertised last.
 	HeartbeatIntervalSeconds int `json:"heartbeat_interval_seconds"`
+	// EnrollmentTokenSHA256 identifies the enrollment token this identity came from (never the
+	// token itself): after a revoke, the same token given again must not undo the revoke,
+	// while a new one re-enrolls.
+	EnrollmentTokenSHA256 string `json:"enrollment_token_sha256,omitempty"`
+}
+
+// tokenDigest is the hex SHA-256 of an enrollment token.
+func tokenDigest(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// DefaultStateDir is /var/lib/oneprotect-agent for root, else oneprotect-agent in the user's
+// state directory ($XDG_STATE_HOME, or ~/.local/state).
+func DefaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/oneprotect-agent"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "oneprotect-agent")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "oneprotect-agent")
+	}
+	return "oneprotect-agent"
 }
 
 // StateFile is the name of the state file inside the state directory.
