@@ -50,6 +50,7 @@ commands:
   user create            create a user and print its API token
   projections rebuild    rebuild the asset read model from the event log
   agent                  run an agent on this machine
+  ca init                create (or import) the agent CA for mTLS
   loadgen                drive simulated agents against a server
   version                print the version, commit and Go version
 
@@ -77,6 +78,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = projectionsRebuild(ctx, args[2:], stdout)
 	case args[0] == "agent":
 		err = agentCommand(ctx, args[1:], stdout, stderr)
+	case args[0] == "ca":
+		err = caCommand(ctx, args[1:], stdout)
 	case args[0] == "loadgen":
 		err = loadgenCommand(ctx, args[1:], stdout, stderr)
 	case args[0] == "version":
@@ -194,6 +197,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	demo := fs.Bool("demo", false, "demo mode: a demo tenant, an admin token and simulated agents")
 	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
+	tlsf := addTLSFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -212,6 +216,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
 		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log}
 	if err := checkDB(*db, false); err != nil {
+		return err
+	}
+	if err := tlsf.apply(&cfg, *demo); err != nil {
 		return err
 	}
 	a, err := app.Open(ctx, cfg)
@@ -246,7 +253,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		log.Info("pprof listening", "addr", pln.Addr().String(), "url", "http://"+pln.Addr().String()+"/debug/pprof/")
 		pprofSrv = servePprof(pln, log)
 	}
-	base := "http://" + ln.Addr().String()
+	serveFn, scheme, err := tlsf.listen(srv, ln, a, log, stderr)
+	if err != nil {
+		return err
+	}
+	base := scheme + "://" + ln.Addr().String()
 	log.Info("serving", "addr", ln.Addr().String(), "db", redactDSN(*db), "playground", *pg)
 	demoCtx, stopDemo := context.WithCancel(context.Background())
 	defer stopDemo()
@@ -258,7 +269,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- serveFn() }()
 	select {
 	case err := <-errc:
 		return err

@@ -24,6 +24,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/fleet"
 	"github.com/oneprotect/telemetry/internal/live"
 	"github.com/oneprotect/telemetry/internal/observe"
+	"github.com/oneprotect/telemetry/internal/pki"
 	"github.com/oneprotect/telemetry/internal/playground"
 	"github.com/oneprotect/telemetry/internal/rest"
 	"github.com/oneprotect/telemetry/internal/store"
@@ -44,13 +45,20 @@ type Config struct {
 	Log               *slog.Logger
 	// Now is the clock; tests replace it. Nil means time.Now.
 	Now func() time.Time
+
+	// AgentCADir is the agent CA's directory (--agent-ca); empty: no agent certificates.
+	AgentCADir string
+	// AgentCertTTL is the lifetime of the agent and collector certificates it signs.
+	AgentCertTTL time.Duration
+	// RequireAgentMTLS makes the agent endpoints refuse requests without a certificate.
+	RequireAgentMTLS bool
 }
 
 // Defaults returns the contract's defaults.
 func Defaults() Config {
 	return Config{DB: "oneprotect.db", HeartbeatInterval: 60 * time.Second, OfflineAfter: 180 * time.Second,
 		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
-		MaxBody: 1 << 20, Log: slog.Default()}
+		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default()}
 }
 
 // App is the running service.
@@ -73,6 +81,9 @@ type App struct {
 	bgMu      sync.Mutex
 	closeOnce sync.Once
 	closeErr  error
+	// CA is the agent CA, nil without --agent-ca; ClientCerts reads client certificates.
+	CA          *pki.CA
+	ClientCerts *auth.ClientCertificates
 }
 
 // Open connects to the database, applies migrations and builds the services and handler.
@@ -97,6 +108,10 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		return nil, err
 	}
 	a := &App{Config: cfg, Store: st, Metrics: observe.NewMetrics()}
+	if err := a.openCA(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	st.ObserveCommit = func(n int, took time.Duration) {
 		a.Metrics.CommitSize.Observe(float64(n))
 		a.Metrics.CommitSeconds.Observe(took.Seconds())
@@ -104,6 +119,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	a.Auth = auth.NewAuthenticator(st, cfg.Now)
 	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now}
 	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}
+	a.Enrollment.CA, a.Enrollment.CertTTL = a.CA, cfg.AgentCertTTL
 	pgDSN := ""
 	if st.Dialect == store.Postgres {
 		pgDSN = cfg.DB
@@ -190,7 +206,7 @@ func (a *App) Close() error {
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	wrap := func(route string, h http.Handler) http.Handler {
-		return a.Metrics.Middleware(route, a.Config.Log, a.Auth.Middleware(h))
+		return a.Metrics.Middleware(route, a.Config.Log, a.ClientCerts.Middleware(a.Auth.Middleware(h)))
 	}
 	onlineSince := a.Fleet.OnlineSince
 

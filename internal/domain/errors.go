@@ -32,6 +32,13 @@ const (
 	CodeInternal               Code = "internal"
 )
 
+// Agent certificates (mTLS): no valid client certificate of the agent CA (401), or one
+// naming another agent, collector or tenant than the request's (403).
+const (
+	CodeClientCertificateRequired Code = "client_certificate_required"
+	CodeCertificateMismatch       Code = "certificate_mismatch"
+)
+
 // Error is the application error. Message is safe to show to the caller; Field names the
 // offending input field where there is one. Anything that is not an *Error is internal.
 type Error struct {

@@ -6,12 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/oneprotect/telemetry/internal/auth"
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/pki"
 	"github.com/oneprotect/telemetry/internal/store"
 	"github.com/oneprotect/telemetry/internal/tenancy"
 )
@@ -34,6 +36,14 @@ type Service struct {
 	HeartbeatInterval time.Duration
 	// SweepBatch bounds how many identities one sweeper transaction marks (0: SweepBatch).
 	SweepBatch int
+	// CA signs agent and collector certificates (nil: a csr is refused); CertTTL is their
+	// lifetime.
+	CA      *pki.CA
+	CertTTL time.Duration
+
+	crlMu    sync.Mutex
+	crl      []byte
+	crlUntil time.Time
 }
 
 // NewToken is a freshly minted enrollment token; Secret is shown once.
@@ -120,6 +130,8 @@ type EnrollRequest struct {
 	Hostname        *string `json:"hostname"`
 	AgentVersion    *string `json:"agent_version"`
 	MachineID       *string `json:"machine_id"`
+	// CSR, when given, is signed for the new identity (the server sets subject and SANs).
+	CSR *string `json:"csr"`
 }
 
 // Enrolled answers a successful enrollment.
@@ -127,6 +139,8 @@ type Enrolled struct {
 	Identity                 *domain.AgentIdentity
 	Token                    string
 	HeartbeatIntervalSeconds int
+	// Certificate is set when the request carried a CSR.
+	Certificate *Issued
 }
 
 // Enroll exchanges an enrollment token for an agent identity and its service-account token.
@@ -147,6 +161,10 @@ func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, er
 	if req.MachineID != nil && *req.MachineID == "" {
 		req.MachineID = nil
 	}
+	csr, err := s.parseCSR(req.CSR)
+	if err != nil {
+		return nil, err
+	}
 	agentID := ids.New()
 	id := &domain.AgentIdentity{AgentID: agentID, AssetID: ids.New(), MachineID: req.MachineID,
 		Hostname: req.Hostname, AgentVersion: req.AgentVersion}
@@ -155,17 +173,28 @@ func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, er
 		name = "agent " + *req.Hostname
 	}
 	secret, hash := auth.NewToken(auth.PrefixServiceAccount)
-	err := s.Store.Enroll(ctx, &store.Enrollment{
+	e := &store.Enrollment{
 		TokenHash: auth.HashToken(req.EnrollmentToken),
 		Now:       s.Now(),
 		Identity:  id,
 		Principal: &domain.Principal{ID: ids.New(), Name: name},
 		Token:     store.NewAPIToken{ID: ids.New(), Hash: hash, Prefix: auth.DisplayPrefix(secret)},
-	})
-	if err != nil {
+	}
+	var cert *Issued
+	if csr != nil {
+		// Signed inside the enrollment, once the token has named the tenant; the certificate
+		// and its record exist only if the identity does.
+		e.Certificate = func(id *domain.AgentIdentity) (*domain.Certificate, error) {
+			out, rec, err := s.issue(csr, pki.Subject{TenantID: id.TenantID, Kind: pki.KindAgent, ID: id.AgentID}, domain.CertIssuedAtEnrollment)
+			cert = out
+			return rec, err
+		}
+	}
+	if err := s.Store.Enroll(ctx, e); err != nil {
 		return nil, err
 	}
-	return &Enrolled{Identity: id, Token: secret, HeartbeatIntervalSeconds: int(s.HeartbeatInterval / time.Second)}, nil
+	return &Enrolled{Identity: id, Token: secret, HeartbeatIntervalSeconds: int(s.HeartbeatInterval / time.Second),
+		Certificate: cert}, nil
 }
 
 // Revoke makes an identity REVOKED (ADMIN). Its token keeps authenticating so the agent

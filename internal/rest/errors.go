@@ -19,10 +19,12 @@ func statusOf(code domain.Code) int {
 	switch code {
 	case domain.CodeInvalidRequest, domain.CodeComplexityLimit:
 		return http.StatusBadRequest
-	case domain.CodeUnauthenticated, domain.CodeInvalidEnrollmentToken, domain.CodeUnknownAgent:
+	case domain.CodeUnauthenticated, domain.CodeInvalidEnrollmentToken, domain.CodeUnknownAgent,
+		domain.CodeClientCertificateRequired:
 		return http.StatusUnauthorized
 	case domain.CodeForbidden, domain.CodeServiceAccountRequired, domain.CodeActorMismatch,
-		domain.CodeCollectorMismatch, domain.CodeAgentRevoked, domain.CodeAgentStale, domain.CodeIdentityOverride:
+		domain.CodeCollectorMismatch, domain.CodeAgentRevoked, domain.CodeAgentStale, domain.CodeIdentityOverride,
+		domain.CodeCertificateMismatch:
 		return http.StatusForbidden
 	case domain.CodeNotFound:
 		return http.StatusNotFound

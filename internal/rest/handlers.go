@@ -30,6 +30,7 @@ type Handler struct {
 func (h *Handler) Register(mux *http.ServeMux, wrap func(route string, next http.Handler) http.Handler) {
 	mux.Handle("POST /api/v1/agents/enroll", wrap("enroll", http.HandlerFunc(h.enroll)))
 	mux.Handle("POST /api/v1/agents/{agent_id}/telemetry/heartbeat", wrap("heartbeat", http.HandlerFunc(h.heartbeat)))
+	h.registerCertificates(mux, wrap)
 }
 
 type enrollResponse struct {
@@ -41,6 +42,7 @@ type enrollResponse struct {
 	Status                   string  `json:"status"`
 	Token                    string  `json:"token"`
 	HeartbeatIntervalSeconds int     `json:"heartbeat_interval_seconds"`
+	certificateFields
 }
 
 func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
@@ -57,7 +59,7 @@ func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
 	id := out.Identity
 	writeJSON(w, http.StatusCreated, &enrollResponse{AgentID: id.AgentID, AssetID: id.AssetID, TenantID: id.TenantID,
 		SiteID: id.SiteID, CollectorID: id.CollectorID, Status: "enrolled", Token: out.Token,
-		HeartbeatIntervalSeconds: out.HeartbeatIntervalSeconds})
+		HeartbeatIntervalSeconds: out.HeartbeatIntervalSeconds, certificateFields: certificateAnswer(out.Certificate)})
 }
 
 // heartbeatBody is the REST form of a heartbeat: the content plus the identity fields a body
@@ -107,7 +109,7 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
 	// The caller is checked before the body is read (CONTRACT §4's order).
-	if _, err := h.Telemetry.Caller(r.Context()); err != nil {
+	if _, err := h.Telemetry.Caller(r.Context(), r.PathValue("agent_id")); err != nil {
 		return nil, err
 	}
 	var body heartbeatBody

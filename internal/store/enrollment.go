@@ -96,6 +96,9 @@ type Enrollment struct {
 	Identity  *domain.AgentIdentity
 	Principal *domain.Principal
 	Token     NewAPIToken
+	// Certificate, when set, signs the identity's certificate once its tenant is known; the
+	// record of it is written in the enrollment's transaction. It may run more than once.
+	Certificate func(id *domain.AgentIdentity) (*domain.Certificate, error)
 }
 
 // ErrInvalidEnrollmentToken: unknown, expired, used-up or revoked, deliberately alike.
@@ -233,6 +236,15 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrol
 			actorPayload
 		}{enrolled, actor}))); err != nil {
 		return err
+	}
+	if e.Certificate != nil {
+		c, err := e.Certificate(id)
+		if err != nil {
+			return err
+		}
+		if err := insertCertificate(ctx, tx, c); err != nil {
+			return err
+		}
 	}
 	if !reenrolled {
 		return nil // a new asset id: the asset appears with the first heartbeat

@@ -49,17 +49,21 @@ var (
 		Message: "this heartbeat_id was already accepted with a different body"}
 )
 
-// Caller returns the calling service account: UNAUTHENTICATED without a principal,
-// SERVICE_ACCOUNT_REQUIRED for a user. The REST shim calls it before reading the body, as
-// the order of checks requires; Submit calls it again.
-func (s *Service) Caller(ctx context.Context) (*domain.Principal, error) {
+// Caller returns the calling service account: first the client-certificate checks
+// (CLIENT_CERTIFICATE_REQUIRED, CERTIFICATE_MISMATCH), then UNAUTHENTICATED without a
+// principal, SERVICE_ACCOUNT_REQUIRED for a user. The REST shim calls it before reading the
+// body, as the order of checks requires; Submit calls it again.
+func (s *Service) Caller(ctx context.Context, agentID string) (*domain.Principal, error) {
+	if err := auth.CheckRelayCertificate(ctx, agentID); err != nil {
+		return nil, err
+	}
 	return auth.RequireServiceAccount(ctx)
 }
 
 // Submit checks and records one heartbeat for agentID. claims are the identity fields the
 // body named (REST only; nil for GraphQL).
 func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {
-	caller, err := s.Caller(ctx)
+	caller, err := s.Caller(ctx, agentID)
 	if err != nil {
 		return nil, err
 	}
