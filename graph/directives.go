@@ -26,8 +26,16 @@ func Directives() generated.DirectiveRoot {
 			}
 			return next(ctx)
 		},
-		// SERVICE_ACCOUNT_REQUIRED for a user, as the heartbeat's order of checks says.
+		// SERVICE_ACCOUNT_REQUIRED for a user, as the heartbeat's order of checks says, after
+		// the client-certificate checks that come first in it.
 		ServiceAccount: func(ctx context.Context, _ any, next graphql.Resolver) (any, error) {
+			if fc := graphql.GetFieldContext(ctx); fc != nil {
+				if agentID, ok := fc.Args["agentId"].(string); ok {
+					if err := auth.CheckRelayCertificate(ctx, agentID); err != nil {
+						return nil, err
+					}
+				}
+			}
 			if _, err := auth.RequireServiceAccount(ctx); err != nil {
 				return nil, err
 			}

@@ -21,6 +21,8 @@ type Env struct {
 	App    *app.App
 	Server *httptest.Server
 	Clock  *Clock
+	// HTTP sends Do's requests (nil: http.DefaultClient; a TLS server needs its own).
+	HTTP *http.Client
 }
 
 // Option adjusts the service's configuration before it starts.
@@ -108,7 +110,11 @@ func (e *Env) Do(method, path, token string, body any, header ...string) *Respon
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	client := http.DefaultClient
+	if e.HTTP != nil {
+		client = e.HTTP
+	}
+	resp, err := client.Do(req.WithContext(ctx))
 	if err != nil {
 		e.T.Fatalf("%s %s: %v", method, path, err)
 	}
