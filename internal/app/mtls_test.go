@@ -301,7 +301,9 @@ func TestMTLSStaleIdentity(t *testing.T) {
 	})
 }
 
-func certPath(agentID string) string { return "/api/v1/agents/" + url.PathEscape(agentID) + "/certificate" }
+func certPath(agentID string) string {
+	return "/api/v1/agents/" + url.PathEscape(agentID) + "/certificate"
+}
 
 func crlHas(t *testing.T, env *testenv.TLSEnv, serial interface{ String() string }) bool {
 	t.Helper()
