@@ -28,6 +28,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/playground"
 	"github.com/oneprotect/telemetry/internal/rest"
 	"github.com/oneprotect/telemetry/internal/store"
+	"github.com/oneprotect/telemetry/internal/strictjson"
 	"github.com/oneprotect/telemetry/internal/telemetry"
 	"github.com/oneprotect/telemetry/internal/tenancy"
 )
@@ -125,7 +126,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		pgDSN = cfg.DB
 	}
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
-	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live}
+	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live,
+		Heartbeats: a.Metrics.Heartbeats}
 	a.Fleet = &fleet.Service{Store: st, Cursors: &cursor.Codec{Key: []byte(key)}, Now: cfg.Now, OfflineAfter: cfg.OfflineAfter}
 	a.Sessions = graph.NewSessions(a.Auth)
 	a.Handler = a.routes()
@@ -223,6 +225,12 @@ func (a *App) routes() http.Handler {
 			_, _ = w.Write([]byte("database unavailable\n"))
 			return
 		}
+		if a.Telemetry.StorageFull() {
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("database has no space left for writes\n"))
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
@@ -233,14 +241,22 @@ func (a *App) routes() http.Handler {
 	gql := graph.NewServer(&graph.Resolver{Tenancy: a.Tenancy, Enrollment: a.Enrollment, Telemetry: a.Telemetry,
 		Fleet: a.Fleet, Live: a.Live}, graph.Options{Introspection: a.Config.Introspection, MaxBody: a.Config.MaxBody,
 		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log, Sessions: a.Sessions})
-	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, loaders.Middleware(a.Store, onlineSince, graph.HTTP(gql)))))
+	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, strictjson.GraphQL(graphqlTransport(
+		loaders.Middleware(a.Store, onlineSince, graph.HTTP(gql)))))))
 
 	if a.Config.Playground {
 		pg := playground.Handler("OneProtect Telemetry", "/playground", "/query")
 		mux.Handle("/playground", pg)
 		mux.Handle("/playground/", pg)
 	}
-	return observe.WithRequestID(mux)
+	return observe.WithRequestID(rest.Root(mux))
+}
+
+// graphqlTransport labels heartbeats submitted through /query for the heartbeat counter.
+func graphqlTransport(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(telemetry.WithTransport(r.Context(), telemetry.TransportGraphQL)))
+	})
 }
 
 // limitBody caps request bodies at max bytes (--max-body applies to /query as to REST).

@@ -45,10 +45,24 @@ func (c *Codec) Decode(tenantID, query string, cursor *string) (string, error) {
 	if !ok || len(*cursor) > 512 {
 		return "", bad
 	}
-	key, err1 := base64.RawURLEncoding.DecodeString(keyPart)
-	sig, err2 := base64.RawURLEncoding.DecodeString(sigPart)
-	if err1 != nil || err2 != nil || !hmac.Equal(sig, c.mac(tenantID, query, string(key))) {
+	key, ok1 := decodePart(keyPart)
+	sig, ok2 := decodePart(sigPart)
+	if !ok1 || !ok2 || !hmac.Equal(sig, c.mac(tenantID, query, string(key))) {
 		return "", bad
 	}
 	return string(key), nil
+}
+
+// strict refuses what the lenient decoder accepts: non-zero padding bits in the last
+// character, and CR or LF anywhere (which even Strict() skips).
+var strict = base64.RawURLEncoding.Strict()
+
+// decodePart decodes one part of a cursor and accepts it only if it is the one encoding of
+// its bytes, so that every changed character of a cursor makes it invalid.
+func decodePart(part string) ([]byte, bool) {
+	b, err := strict.DecodeString(part)
+	if err != nil || base64.RawURLEncoding.EncodeToString(b) != part {
+		return nil, false
+	}
+	return b, true
 }

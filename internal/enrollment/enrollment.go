@@ -8,7 +8,6 @@ import (
 	"errors"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/oneprotect/telemetry/internal/auth"
 	"github.com/oneprotect/telemetry/internal/domain"
@@ -154,8 +153,8 @@ func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, er
 		name  string
 		value *string
 	}{{"hostname", req.Hostname}, {"agent_version", req.AgentVersion}, {"machine_id", req.MachineID}} {
-		if f.value != nil && (utf8.RuneCountInString(*f.value) > maxFieldLength || !utf8.ValidString(*f.value)) {
-			return nil, domain.Invalid(f.name, "%s must be valid UTF-8 of at most %d characters", f.name, maxFieldLength)
+		if err := domain.CheckOptionalText(f.name, f.value, maxFieldLength); err != nil {
+			return nil, err
 		}
 	}
 	if req.MachineID != nil && *req.MachineID == "" {
@@ -206,8 +205,8 @@ func (s *Service) Revoke(ctx context.Context, agentID string, reason *string) (*
 	}
 	why := "revoked by an administrator"
 	if reason != nil && *reason != "" {
-		if utf8.RuneCountInString(*reason) > 1000 {
-			return nil, domain.Invalid("reason", "reason must be at most 1000 characters")
+		if err := domain.CheckText("reason", *reason, 1000); err != nil {
+			return nil, err
 		}
 		why = *reason
 	}

@@ -28,6 +28,31 @@ type Service struct {
 	OfflineAfter time.Duration
 }
 
+// Filter limits. A filter value is text the database compares: without a bound a huge
+// hostnameContains made SQLite's LIKE fail ("pattern too complex"), and a NUL made
+// PostgreSQL fail; both were internal errors instead of INVALID_REQUEST.
+const (
+	MaxHostnameContains = 255 // the longest hostname
+	maxIDFilter         = 64
+	maxTypeFilter       = 128
+)
+
+type filterText struct {
+	field string
+	value *string
+	max   int
+}
+
+// checkFilter checks filter values in the order given, naming the first bad one.
+func checkFilter(fs ...filterText) error {
+	for _, f := range fs {
+		if err := domain.CheckOptionalText(f.field, f.value, f.max); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // OnlineSince is the instant after which a heartbeat makes an asset online.
 func (s *Service) OnlineSince() int64 { return store.Micros(s.Now().Add(-s.OfflineAfter)) }
 
@@ -90,6 +115,9 @@ func (s *Service) Assets(ctx context.Context, first *int, after *string, f store
 	if f.Online != nil {
 		s := strconv.FormatBool(*f.Online)
 		online = &s
+	}
+	if err := checkFilter(filterText{"siteId", f.SiteID, maxIDFilter}, filterText{"hostnameContains", f.HostnameContains, MaxHostnameContains}); err != nil {
+		return nil, err
 	}
 	query := fingerprint("assets", f.SiteID, online, f.HostnameContains)
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
@@ -164,6 +192,10 @@ func (s *Service) Events(ctx context.Context, first *int, after *string, f store
 	}
 	n, err := limit(first)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkFilter(filterText{"assetId", f.AssetID, maxIDFilter}, filterText{"agentId", f.AgentID, maxIDFilter},
+		filterText{"type", f.Type, maxTypeFilter}); err != nil {
 		return nil, err
 	}
 	query := fingerprint("events", f.AssetID, f.AgentID, f.Type)

@@ -66,9 +66,11 @@ func NewMetrics() *Metrics {
 		Name: "oneprotect_http_request_duration_seconds", Help: "HTTP request latency by route.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"route"})
+	// Counted by the heartbeat service, so both transports are seen (see telemetry.Service).
 	m.Heartbeats = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "oneprotect_heartbeats_total", Help: "Heartbeats by outcome (accepted, duplicate, or the error code).",
-	}, []string{"outcome"})
+		Name: "oneprotect_heartbeats_total",
+		Help: "Heartbeats by transport (rest, graphql) and outcome (accepted, duplicate, canceled, or the error code).",
+	}, []string{"transport", "outcome"})
 	m.CommitSize = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "oneprotect_group_commit_size", Help: "Writes (heartbeats, enrollments) per group commit.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},

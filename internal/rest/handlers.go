@@ -14,6 +14,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/enrollment"
 	"github.com/oneprotect/telemetry/internal/observe"
+	"github.com/oneprotect/telemetry/internal/strictjson"
 	"github.com/oneprotect/telemetry/internal/telemetry"
 )
 
@@ -46,12 +47,17 @@ type enrollResponse struct {
 }
 
 func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
-	var req enrollment.EnrollRequest
-	if err := h.readJSON(w, r, &req); err != nil {
+	data, err := h.readBody(w, r)
+	if err != nil {
 		writeError(w, r, h.Log, err)
 		return
 	}
-	out, err := h.Enrollment.Enroll(r.Context(), &req)
+	req, err := decodeEnroll(data)
+	if err != nil {
+		writeError(w, r, h.Log, err)
+		return
+	}
+	out, err := h.Enrollment.Enroll(r.Context(), req)
 	if err != nil {
 		writeError(w, r, h.Log, err)
 		return
@@ -90,70 +96,112 @@ type heartbeatResponse struct {
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 	res, err := h.submit(r)
 	if err != nil {
-		outcome := string(domain.ErrorCode(err))
-		if r.Context().Err() != nil {
-			outcome = "canceled" // the client went away; not an internal error
-		}
-		h.Metrics.Heartbeats.WithLabelValues(outcome).Inc()
 		writeError(w, r, h.Log, err)
 		return
 	}
-	outcome := "accepted"
-	if res.Duplicate {
-		outcome = "duplicate"
-	}
-	h.Metrics.Heartbeats.WithLabelValues(outcome).Inc()
 	writeJSON(w, http.StatusOK, &heartbeatResponse{AgentID: res.AgentID, AssetID: res.AssetID, Status: "active",
 		Accepted: res.Accepted, Duplicate: res.Duplicate, ReceivedAt: res.ReceivedAt, NextHeartbeatSeconds: res.NextHeartbeatSeconds})
 }
 
 func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
-	// The caller is checked before the body is read (CONTRACT §4's order).
-	if _, err := h.Telemetry.Caller(r.Context(), r.PathValue("agent_id")); err != nil {
+	ctx := telemetry.WithTransport(r.Context(), telemetry.TransportREST)
+	refused := func(err error) (*telemetry.Result, error) {
+		h.Telemetry.Count(ctx, nil, err) // Submit counts the rest
 		return nil, err
 	}
+	// The caller is checked before the body is read (CONTRACT §4's order).
+	if _, err := h.Telemetry.Caller(ctx, r.PathValue("agent_id")); err != nil {
+		return refused(err)
+	}
+	data, err := h.readBody(nil, r)
+	if err != nil {
+		return refused(err)
+	}
+	hb, claims, err := decodeHeartbeat(data)
+	if err != nil {
+		return refused(err)
+	}
+	return h.Telemetry.Submit(ctx, r.PathValue("agent_id"), hb, claims)
+}
+
+// decodeHeartbeat turns a heartbeat body into the service's heartbeat and the identity
+// fields it named.
+func decodeHeartbeat(data []byte) (*telemetry.Heartbeat, *telemetry.IdentityClaims, error) {
 	var body heartbeatBody
-	if err := h.readJSON(nil, r, &body); err != nil {
-		return nil, err
+	if err := decodeJSON(data, &body); err != nil {
+		return nil, nil, err
 	}
 	hb := &telemetry.Heartbeat{HeartbeatID: body.HeartbeatID, Hostname: body.Hostname,
 		AgentVersion: body.AgentVersion, Inventory: body.Inventory}
 	if body.SentAt != nil {
 		sent, err := time.Parse(time.RFC3339Nano, *body.SentAt)
 		if err != nil {
-			return nil, domain.Invalid("sent_at", "sent_at must be an RFC 3339 timestamp")
+			return nil, nil, domain.Invalid("sent_at", "sent_at must be an RFC 3339 timestamp")
 		}
 		hb.SentAt = &sent
 	}
 	claims := &telemetry.IdentityClaims{TenantID: body.TenantID, SiteID: body.SiteID, CollectorID: body.CollectorID,
 		AssetID: body.AssetID, AgentID: body.AgentID}
-	return h.Telemetry.Submit(r.Context(), r.PathValue("agent_id"), hb, claims)
+	return hb, claims, nil
 }
 
-// readJSON checks the media type, reads at most MaxBody bytes and decodes one JSON value,
-// naming the field of a type error. Unknown fields are ignored (newer agents keep working).
-func (h *Handler) readJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+// decodeEnroll decodes an enrollment body.
+func decodeEnroll(data []byte) (*enrollment.EnrollRequest, error) {
+	var req enrollment.EnrollRequest
+	if err := decodeJSON(data, &req); err != nil {
+		return nil, err
+	}
+	return &req, nil
+}
+
+// readBody checks the media type and reads at most MaxBody bytes.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		return &domain.Error{Code: domain.CodeUnsupportedMediaType, Message: "Content-Type must be application/json"}
+		return nil, &domain.Error{Code: domain.CodeUnsupportedMediaType, Message: "Content-Type must be application/json"}
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return &domain.Error{Code: domain.CodePayloadTooLarge, Message: fmt.Sprintf("the body exceeds %d bytes", h.MaxBody)}
+			return nil, &domain.Error{Code: domain.CodePayloadTooLarge, Message: fmt.Sprintf("the body exceeds %d bytes", h.MaxBody)}
 		}
-		return domain.Invalid("body", "the body could not be read")
+		return nil, domain.Invalid("body", "the body could not be read")
 	}
-	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] != '{' {
+	return data, nil
+}
+
+// readJSON is readBody then decodeJSON: the media type, the size, then one strict JSON object.
+func (h *Handler) readJSON(w http.ResponseWriter, r *http.Request, dst any) error {
+	data, err := h.readBody(w, r)
+	if err != nil {
+		return err
+	}
+	return decodeJSON(data, dst)
+}
+
+// decodeJSON decodes one JSON object into dst, naming the field of any error. The document
+// is first checked strictly (duplicate keys, invalid UTF-8, NUL characters), because
+// encoding/json lets all three through. Unknown fields are ignored (newer agents keep
+// working).
+func decodeJSON(data []byte, dst any) error {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) == 0 {
+		return domain.Invalid("body", "the body is empty")
+	} else if trimmed[0] != '{' {
 		return domain.Invalid("body", "the body must be a JSON object")
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(dst); err != nil {
-		return jsonError(err)
+	if err := strictjson.Check(data); err != nil {
+		var syn *strictjson.SyntaxError
+		if errors.As(err, &syn) {
+			if syn.Msg == "more than one JSON value" {
+				return domain.Invalid("body", "the body must hold exactly one JSON object")
+			}
+			return domain.Invalid("body", "malformed JSON at byte %d", syn.Offset)
+		}
+		return err
 	}
-	if dec.More() {
-		return domain.Invalid("body", "the body must hold exactly one JSON object")
+	if err := json.Unmarshal(data, dst); err != nil {
+		return jsonError(err)
 	}
 	return nil
 }

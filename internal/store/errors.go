@@ -17,6 +17,12 @@ import (
 // ErrNotFound is returned by single-row lookups that found nothing in the tenant.
 var ErrNotFound = errors.New("store: not found")
 
+// ErrStorageFull is the unavailable error of a database whose disk (or size limit) is full:
+// a fault of the server, which the client retries after Retry-After, not an internal error.
+// Nothing of the refused write was kept (the transaction rolled back).
+var ErrStorageFull = &domain.Error{Code: domain.CodeUnavailable,
+	Message: "the database has no space left, try again later"}
+
 // mapErr turns driver errors that callers must tell apart into domain errors: an unreachable
 // database becomes CodeUnavailable; a unique violation becomes CodeConflict. Everything else
 // stays as it is and is reported as internal (never shown to clients).
@@ -30,6 +36,9 @@ func mapErr(err error) error {
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return ErrNotFound
+	}
+	if isStorageFull(err) {
+		return ErrStorageFull
 	}
 	if isUnavailable(err) {
 		return &domain.Error{Code: domain.CodeUnavailable, Message: domain.ErrUnavailable.Message}
@@ -48,11 +57,24 @@ func isUniqueViolation(err error) bool {
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
+// isStorageFull: SQLITE_FULL (the disk, or max_page_count), ENOSPC, and PostgreSQL's
+// disk_full (53100); out of memory (53200) and too many connections (53300), the rest of
+// its insufficient-resources class, are unavailable too (isUnavailable).
+func isStorageFull(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "53100"
+	}
+	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "database or disk is full")
+}
+
 func isUnavailable(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		// 08: connection exceptions; 57P0x: admin shutdown, crash shutdown, cannot connect now.
-		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P0")
+		// 08: connection exceptions; 57P0x: admin shutdown, crash shutdown, cannot connect now;
+		// 53: insufficient resources (disk full is told apart above).
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P0") ||
+			strings.HasPrefix(pgErr.Code, "53")
 	}
 	var connectErr *pgconn.ConnectError
 	var netErr net.Error

@@ -9,7 +9,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneprotect/telemetry/internal/auth"
 	"github.com/oneprotect/telemetry/internal/domain"
@@ -29,9 +32,13 @@ type Service struct {
 	Now               func() time.Time
 	HeartbeatInterval time.Duration
 	Publisher         Publisher // optional
+	// Heartbeats counts outcomes by transport by transport and outcome (optional; labels transport, outcome).
+	Heartbeats *prometheus.CounterVec
 
 	cacheOnce sync.Once
 	cache     *identityCache
+
+	storageFullAt atomic.Int64 // unix ns of the latest heartbeat refused for lack of space (metrics.go)
 }
 
 var (
@@ -60,9 +67,8 @@ func (s *Service) Caller(ctx context.Context, agentID string) (*domain.Principal
 	return auth.RequireServiceAccount(ctx)
 }
 
-// Submit checks and records one heartbeat for agentID. claims are the identity fields the
-// body named (REST only; nil for GraphQL).
-func (s *Service) Submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {
+// submit is Submit without the counter (metrics.go).
+func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {
 	caller, err := s.Caller(ctx, agentID)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"math"
-	"strings"
 	"unicode/utf8"
 
 	"github.com/oneprotect/telemetry/internal/domain"
@@ -23,17 +22,26 @@ const (
 // Validate checks every limit, naming the offending field in REST's snake_case. Valid
 // input cannot make a statement of the write fail, which is what lets heartbeats share a
 // transaction.
+//
+// With several bad fields, the first in this fixed order is named (never a random one):
+// heartbeat_id, hostname, agent_version, inventory.os.name, .version, .kernel, .arch,
+// inventory.ip_addresses, inventory.mac_addresses, inventory.cpu_count,
+// inventory.memory_bytes, inventory.uptime_seconds, inventory.facts (the fact count, then
+// the bad fact whose key sorts first).
 func (hb *Heartbeat) Validate() error {
 	if hb.HeartbeatID != nil {
 		id := *hb.HeartbeatID
-		if n := utf8.RuneCountInString(id); n < 1 || n > MaxHeartbeatID || !utf8.ValidString(id) || strings.IndexByte(id, 0) >= 0 {
+		if err := domain.TextError("heartbeat_id", id); err != nil {
+			return err
+		}
+		if n := utf8.RuneCountInString(id); n < 1 || n > MaxHeartbeatID {
 			return domain.Invalid("heartbeat_id", "heartbeat_id must be 1 to %d characters", MaxHeartbeatID)
 		}
 	}
-	if err := checkString("hostname", hb.Hostname, MaxHostname); err != nil {
+	if err := domain.CheckOptionalText("hostname", hb.Hostname, MaxHostname); err != nil {
 		return err
 	}
-	if err := checkString("agent_version", hb.AgentVersion, MaxShortString); err != nil {
+	if err := domain.CheckOptionalText("agent_version", hb.AgentVersion, MaxShortString); err != nil {
 		return err
 	}
 	inv := hb.Inventory
@@ -41,8 +49,12 @@ func (hb *Heartbeat) Validate() error {
 		return nil
 	}
 	if os := inv.OS; os != nil {
-		for name, v := range map[string]*string{"name": os.Name, "version": os.Version, "kernel": os.Kernel, "arch": os.Arch} {
-			if err := checkString("inventory.os."+name, v, MaxShortString); err != nil {
+		// A slice, not a map: map order is random, and so would be the field named.
+		for _, f := range [...]struct {
+			name  string
+			value *string
+		}{{"name", os.Name}, {"version", os.Version}, {"kernel", os.Kernel}, {"arch", os.Arch}} {
+			if err := domain.CheckOptionalText("inventory.os."+f.name, f.value, MaxShortString); err != nil {
 				return err
 			}
 		}
@@ -56,40 +68,52 @@ func (hb *Heartbeat) Validate() error {
 	if inv.CPUCount != nil && (*inv.CPUCount < 0 || *inv.CPUCount > 1<<20) {
 		return domain.Invalid("inventory.cpu_count", "cpu_count must be between 0 and %d", 1<<20)
 	}
-	for name, v := range map[string]*float64{"memory_bytes": inv.MemoryBytes, "uptime_seconds": inv.UptimeSeconds} {
-		if v != nil && (*v < 0 || math.IsInf(*v, 0) || math.IsNaN(*v) || *v > 1<<62) {
-			return domain.Invalid("inventory."+name, "%s must be a non-negative number", name)
+	for _, f := range [...]struct {
+		name  string
+		value *float64
+	}{{"memory_bytes", inv.MemoryBytes}, {"uptime_seconds", inv.UptimeSeconds}} {
+		if v := f.value; v != nil && (*v < 0 || math.IsInf(*v, 0) || math.IsNaN(*v) || *v > 1<<62) {
+			return domain.Invalid("inventory."+f.name, "%s must be a non-negative number", f.name)
 		}
 	}
-	if len(inv.Facts) > MaxFacts {
-		return domain.Invalid("inventory.facts", "at most %d facts", MaxFacts)
-	}
-	for k, v := range inv.Facts {
-		if k == "" || len(k) > MaxFactKey || !utf8.ValidString(k) {
-			return domain.Invalid("inventory.facts", "fact keys must be 1 to %d bytes", MaxFactKey)
-		}
-		s, ok := v.(string)
-		if !ok {
-			return domain.Invalid("inventory.facts."+k, "fact values must be strings")
-		}
-		if len(s) > MaxFactValueBytes || !utf8.ValidString(s) {
-			return domain.Invalid("inventory.facts."+k, "fact values must be valid UTF-8 of at most %d bytes", MaxFactValueBytes)
-		}
-	}
-	return nil
+	return checkFacts(inv.Facts)
 }
 
-func checkString(field string, v *string, max int) error {
-	if v == nil {
-		return nil
+// checkFacts names the bad fact whose key sorts first: map order is random, and sorting
+// every heartbeat's keys would cost more than keeping the least bad key seen.
+func checkFacts(facts map[string]any) error {
+	if len(facts) > MaxFacts {
+		return domain.Invalid("inventory.facts", "at most %d facts", MaxFacts)
 	}
-	if !utf8.ValidString(*v) || strings.IndexByte(*v, 0) >= 0 {
-		return domain.Invalid(field, "%s must be valid UTF-8 without NUL characters", field)
+	var first error
+	firstKey := ""
+	for k, v := range facts {
+		if first != nil && k >= firstKey {
+			continue
+		}
+		if err := checkFact(k, v); err != nil {
+			first, firstKey = err, k
+		}
 	}
-	if utf8.RuneCountInString(*v) > max {
-		return domain.Invalid(field, "%s must be at most %d characters", field, max)
+	return first
+}
+
+func checkFact(k string, v any) error {
+	if k == "" || len(k) > MaxFactKey {
+		return domain.Invalid("inventory.facts", "fact keys must be 1 to %d bytes", MaxFactKey)
 	}
-	return nil
+	if err := domain.TextError("inventory.facts", k); err != nil {
+		// The key itself is bad: name the facts, not the key (which would echo it).
+		return domain.Invalid("inventory.facts", "fact keys must be valid UTF-8 without NUL characters")
+	}
+	s, ok := v.(string)
+	if !ok {
+		return domain.Invalid("inventory.facts."+k, "fact values must be strings")
+	}
+	if len(s) > MaxFactValueBytes {
+		return domain.Invalid("inventory.facts."+k, "fact values must be at most %d bytes", MaxFactValueBytes)
+	}
+	return domain.TextError("inventory.facts."+k, s)
 }
 
 func checkList(field string, list []string) error {
@@ -97,8 +121,8 @@ func checkList(field string, list []string) error {
 		return domain.Invalid(field, "at most %d addresses", MaxAddresses)
 	}
 	for _, a := range list {
-		if a == "" || len(a) > MaxAddressLength || !utf8.ValidString(a) || strings.IndexByte(a, 0) >= 0 {
-			return domain.Invalid(field, "each address must be 1 to %d bytes of text", MaxAddressLength)
+		if a == "" || len(a) > MaxAddressLength || domain.TextError(field, a) != nil {
+			return domain.Invalid(field, "each address must be 1 to %d bytes of text without NUL characters", MaxAddressLength)
 		}
 	}
 	return nil

@@ -7,7 +7,6 @@ import (
 	"regexp"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/oneprotect/telemetry/internal/auth"
 	"github.com/oneprotect/telemetry/internal/domain"
@@ -193,8 +192,5 @@ func checkName(field, name string) error {
 	if name == "" {
 		return domain.Invalid(field, "%s must not be empty", field)
 	}
-	if utf8.RuneCountInString(name) > MaxNameLength || !utf8.ValidString(name) {
-		return domain.Invalid(field, "%s must be valid UTF-8 of at most %d characters", field, MaxNameLength)
-	}
-	return nil
+	return domain.CheckText(field, name, MaxNameLength)
 }
