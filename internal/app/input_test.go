@@ -92,10 +92,26 @@ func TestInputRefusesNULAndInvalidUTF8(t *testing.T) {
 
 		// GraphQL: variables are checked when the request is decoded; literals in the document
 		// (GraphQL's own \u0000 escape) by the service.
-		vars := func(input map[string]any) map[string]any { return map[string]any{"agentId": f.Agent.ID, "input": input} }
-		inputWantGQL(t, "GraphQL variable hostname", env.GQL(f.Agent.Token, submitMutation, vars(map[string]any{"hostname": "a\x00b"})), "variables.input.hostname")
-		inputWantGQL(t, "GraphQL variable fact key", env.GQL(f.Agent.Token, submitMutation,
-			vars(map[string]any{"inventory": map[string]any{"facts": map[string]any{"k\x00": "v"}}})), "variables.input.inventory.facts")
+		vars := func(input map[string]any) map[string]any {
+			return map[string]any{"agentId": f.Agent.ID, "input": input}
+		}
+		inputWantGQL(t, "GraphQL variable hostname NUL", env.GQL(f.Agent.Token, submitMutation, vars(map[string]any{"hostname": "a\x00b"})), "hostname")
+		inputWantGQL(t, "GraphQL variable fact key NUL", env.GQL(f.Agent.Token, submitMutation,
+			vars(map[string]any{"inventory": map[string]any{"facts": map[string]any{"k\x00": "v"}}})), "inventory.facts")
+		rawVars := func(input string) string {
+			return `{"query":` + mustJSONString(submitMutation) + `,"variables":{"agentId":"` + f.Agent.ID + `","input":` + input + `}}`
+		}
+		for _, c := range []struct{ name, input, field string }{
+			{"invalid UTF-8 in hostname", "{\"hostname\":\"a\xffb\"}", "variables.input.hostname"},
+			{"unpaired surrogate in a fact value", `{"inventory":{"facts":{"k":"\udbff"}}}`, "variables.input.inventory.facts.k"},
+			{"invalid UTF-8 in a fact key", "{\"inventory\":{\"facts\":{\"k\xc0\":\"v\"}}}", "variables.input.inventory.facts"},
+		} {
+			r := env.Do(http.MethodPost, "/query", f.Agent.Token, rawVars(c.input))
+			if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), `"INVALID_REQUEST"`) ||
+				!strings.Contains(string(r.Body), `"field":"`+c.field+`"`) {
+				t.Errorf("GraphQL variables, %s: want 400 INVALID_REQUEST field %s, got %d %s", c.name, c.field, r.Status, r.Body)
+			}
+		}
 		literal := func(input string) string {
 			return `mutation($agentId: ID!) { submitHeartbeat(agentId: $agentId, input: ` + input + `) { accepted } }`
 		}
@@ -131,7 +147,7 @@ func TestInputRefusesNULAndInvalidUTF8(t *testing.T) {
 		sitesBefore := len(env.MustGQL(admin, `{ sites { id } }`, nil)["sites"].([]any))
 		inputWantGQL(t, "createSite literal", env.GQL(admin, `mutation { createSite(input: {name: "a\u0000b"}) { id } }`, nil), "name")
 		inputWantGQL(t, "createSite variable", env.GQL(admin, `mutation($n: String!) { createSite(input: {name: $n}) { id } }`,
-			map[string]any{"n": "a\x00b"}), "variables.n")
+			map[string]any{"n": "a\x00b"}), "name")
 		inputWantGQL(t, "createCollector literal", env.GQL(admin, `mutation($s: ID!) { createCollector(input: {siteId: $s, name: "c\u0000"}) { token } }`,
 			map[string]any{"s": f.SiteID}), "name")
 		if n := len(env.MustGQL(admin, `{ sites { id } }`, nil)["sites"].([]any)); n != sitesBefore {
@@ -146,6 +162,8 @@ func TestInputRefusesNULAndInvalidUTF8(t *testing.T) {
 		assets := `query($h: String) { assets(filter: {hostnameContains: $h}) { totalCount edges { node { id } } } }`
 		inputWantGQL(t, "hostnameContains literal NUL", env.GQL(viewer, `{ assets(filter: {hostnameContains: "a\u0000"}) { totalCount } }`, nil), "hostnameContains")
 		inputWantGQL(t, "hostnameContains of 100,000 characters", env.GQL(viewer, assets, map[string]any{"h": strings.Repeat("a", 100_000)}), "hostnameContains")
+		inputWantGQL(t, "agentIdentities siteId NUL", env.GQL(viewer, `query($s: ID) { agentIdentities(filter: {siteId: $s}) { totalCount } }`,
+			map[string]any{"s": "\x00"}), "siteId")
 		inputWantGQL(t, "events type literal NUL", env.GQL(viewer, `{ events(filter: {type: "x\u0000"}) { totalCount } }`, nil), "type")
 		if r := env.GQL(viewer, assets, map[string]any{"h": strings.Repeat("a", 255)}); len(r.Errors) > 0 {
 			t.Errorf("a hostnameContains of 255 characters is allowed: %s", r.Raw)

@@ -165,6 +165,9 @@ func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string
 		s := string(*f.Status)
 		status = &s
 	}
+	if err := checkFilter(filterText{"siteId", f.SiteID, maxIDFilter}); err != nil {
+		return nil, err
+	}
 	query := fingerprint("identities", f.SiteID, status)
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/oneprotect/telemetry/internal/domain"
 )
@@ -16,7 +17,9 @@ import (
 // GraphQL checks GraphQL-over-HTTP requests before gqlgen decodes them: a POST body (query,
 // variables, extensions) and a GET's variables and extensions parameters are refused with 400
 // INVALID_REQUEST, naming the field (variables.input.hostname), when they hold a duplicate
-// key, invalid UTF-8 or a NUL. Malformed JSON is left to gqlgen, which answers it.
+// key or invalid UTF-8, which gqlgen's decoder would hide (last key wins, U+FFFD). A NUL is
+// left to the services, which refuse it in every text they take and name the field as for
+// any other bad value. Malformed JSON is left to gqlgen, which answers it.
 // Websocket upgrades pass through (their messages are read by the websocket transport).
 func GraphQL(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -54,7 +57,7 @@ func GraphQL(next http.Handler) http.Handler {
 // CheckGraphQLBody checks a POST /query body; only refusals are returned (*domain.Error),
 // malformed JSON is not (gqlgen answers it).
 func CheckGraphQLBody(data []byte) error {
-	err := Check(data)
+	err := CheckAllowNUL(data)
 	var de *domain.Error
 	if errors.As(err, &de) {
 		return de
@@ -71,14 +74,14 @@ func CheckGraphQLQuery(rawQuery string) error {
 	}
 	for _, name := range []string{"query", "operationName"} {
 		for _, v := range q[name] {
-			if e := domain.TextError(name, v); e != nil {
-				return e
+			if !utf8.ValidString(v) {
+				return domain.Invalid(name, "%s must be valid UTF-8", name)
 			}
 		}
 	}
 	for _, name := range []string{"variables", "extensions"} {
 		for _, v := range q[name] {
-			err := CheckIn([]byte(v), name)
+			err := checkIn([]byte(v), name)
 			var de *domain.Error
 			if errors.As(err, &de) {
 				return de

@@ -32,12 +32,19 @@ func (e *SyntaxError) Error() string { return fmt.Sprintf("%s at byte %d", e.Msg
 // whitespace) without duplicate keys, invalid UTF-8 or NUL characters; a *domain.Error
 // (invalid_request, naming the field as a dotted path of object keys, "body" at the top) for
 // a refused document; or a *SyntaxError.
-func Check(data []byte) error { return CheckIn(data, "") }
+func Check(data []byte) error { return check(data, "", false) }
 
-// CheckIn is Check for a document that is itself the value of field (a GET request's
+// CheckAllowNUL is Check without the NUL rule, for documents whose every string reaches a
+// service that applies it (GraphQL: unknown input fields are refused by GraphQL itself), so
+// that the service names the field as it does for every other bad value.
+func CheckAllowNUL(data []byte) error { return check(data, "", true) }
+
+// checkIn is CheckAllowNUL for a document that is itself the value of field (a GET request's
 // variables parameter): errors name field.key instead of key.
-func CheckIn(data []byte, field string) error {
-	s := scanner{data: data}
+func checkIn(data []byte, field string) error { return check(data, field, true) }
+
+func check(data []byte, field string, allowNUL bool) error {
+	s := scanner{data: data, allowNUL: allowNUL}
 	if field != "" {
 		s.path = []string{field}
 	}
@@ -53,9 +60,10 @@ func CheckIn(data []byte, field string) error {
 }
 
 type scanner struct {
-	data []byte
-	pos  int
-	path []string
+	data     []byte
+	pos      int
+	path     []string
+	allowNUL bool
 }
 
 func (s *scanner) syntax(msg string) error { return &SyntaxError{Offset: s.pos, Msg: msg} }
@@ -291,7 +299,7 @@ func (s *scanner) str(key bool) (string, error) {
 				return "", s.syntax("invalid string")
 			}
 			return v, nil
-		case c == 0:
+		case c == 0 && !s.allowNUL:
 			return "", domain.Invalid(where(), "%s must not contain NUL characters", where())
 		case c < 0x20:
 			return "", s.syntax("control character in string")
@@ -332,7 +340,7 @@ func (s *scanner) escape(where func() string) error {
 	}
 	s.pos += 6
 	switch {
-	case r == 0:
+	case r == 0 && !s.allowNUL:
 		return domain.Invalid(where(), "%s must not contain NUL characters", where())
 	case r >= 0xDC00 && r <= 0xDFFF:
 		return domain.Invalid(where(), "%s must be valid UTF-8 (an unpaired surrogate escape)", where())
