@@ -31,6 +31,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/strictjson"
 	"github.com/oneprotect/telemetry/internal/telemetry"
 	"github.com/oneprotect/telemetry/internal/tenancy"
+	"github.com/oneprotect/telemetry/internal/web"
 )
 
 // Config is what `oneprotect serve` takes (CONTRACT §3).
@@ -249,6 +250,10 @@ func (a *App) routes() http.Handler {
 		mux.Handle("/playground", pg)
 		mux.Handle("/playground/", pg)
 	}
+	// The fleet view: a static page that talks to /query with the user's token.
+	fleetView := web.Handler()
+	mux.Handle("GET /{$}", fleetView)
+	mux.Handle("GET "+web.AssetsPrefix, fleetView)
 	return observe.WithRequestID(rest.Root(mux))
 }
 

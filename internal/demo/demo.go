@@ -146,6 +146,7 @@ func printBanner(w io.Writer, f *Fleet, base string) {
 	headers, _ := json.Marshal(map[string]string{"Authorization": "Bearer " + f.AdminToken})
 	fmt.Fprintf(w, `
 ==== OneProtect demo ====
+Fleet view:   %s/   (paste the admin token below)
 Playground:   %s
 Admin token:  %s
   (tenant %q; a fresh ADMIN token is minted at every start)
@@ -160,7 +161,7 @@ or:
 so the fleet shows assets going offline and back.
 =========================
 
-`, f.PlaygroundURL, f.AdminToken, TenantSlug, headers, base, f.AdminToken, AgentCount, minInterval, maxInterval, hqSiteName, branchName)
+`, base, f.PlaygroundURL, f.AdminToken, TenantSlug, headers, base, f.AdminToken, AgentCount, minInterval, maxInterval, hqSiteName, branchName)
 }
 
 // A simulated machine of the demo fleet.

@@ -262,11 +262,7 @@ const scrollLockStyleHash = "'sha256-Y/huXlwoYkVyQlxwSVcCi1RCDGDCSVBzDt0hYP9qlTc
 // WebSocket; ws:/wss: for the page's own host is listed explicitly because
 // older browsers do not match WebSocket URLs against 'self'.
 func (h *handler) csp(r *http.Request) string {
-	connect := "'self'"
-	if validHost(r.Host) {
-		connect += " ws://" + r.Host + " wss://" + r.Host
-	}
-	connect += h.extraConnect
+	connect := SelfConnectSrc(r) + h.extraConnect
 	return "default-src 'none'; " +
 		"script-src 'self'; " +
 		"style-src 'self' " + scrollLockStyleHash + "; " +
@@ -276,6 +272,17 @@ func (h *handler) csp(r *http.Request) string {
 		"base-uri 'none'; " +
 		"form-action 'none'; " +
 		"frame-ancestors 'none'"
+}
+
+// SelfConnectSrc is the CSP connect-src that lets a page of this server call its own API over
+// HTTP and WebSocket: ws:/wss: for the request's host are listed because older browsers do not
+// match WebSocket URLs against 'self'. The fleet view shares it.
+func SelfConnectSrc(r *http.Request) string {
+	connect := "'self'"
+	if validHost(r.Host) {
+		connect += " ws://" + r.Host + " wss://" + r.Host
+	}
+	return connect
 }
 
 // crossOriginConnectSrc returns extra connect-src sources (with a leading
