@@ -198,6 +198,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	pprofAddr := fs.String("pprof-addr", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); off when empty")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may take to finish")
 	tlsf := addTLSFlags(fs)
+	ws := def.Websocket
+	fs.IntVar(&ws.MaxConnections, "ws-max-connections", ws.MaxConnections, "most open GraphQL websocket connections")
+	fs.IntVar(&ws.MaxConnectionsPerAddr, "ws-max-connections-per-addr", ws.MaxConnectionsPerAddr, "most open websocket connections from one client IP address")
+	fs.DurationVar(&ws.InitTimeout, "ws-init-timeout", ws.InitTimeout, "a websocket must send connection_init within this")
+	fs.DurationVar(&ws.IdleTimeout, "ws-idle-timeout", ws.IdleTimeout, "close a websocket with no subscription that sends nothing this long")
+	fs.DurationVar(&ws.PingInterval, "ws-ping-interval", ws.PingInterval, "websocket ping interval; no pong within two intervals disconnects")
+	fs.IntVar(&ws.MaxSubscriptionsPerConnection, "max-subscriptions-per-connection", ws.MaxSubscriptionsPerConnection, "most active subscriptions on one websocket")
+	fs.IntVar(&ws.MaxSubscriptionsPerPrincipal, "max-subscriptions-per-principal", ws.MaxSubscriptionsPerPrincipal, "most active subscriptions of one user or service account over all its websockets")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -212,9 +220,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("--%s must be positive", name)
 		}
 	}
+	if err := ws.Validate(); err != nil {
+		return err
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
-		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log}
+		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log, Websocket: ws}
 	if err := checkDB(*db, false); err != nil {
 		return err
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"time"
+	"net/http"
 
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
@@ -27,6 +27,24 @@ type Options struct {
 	Log           *slog.Logger
 	// Sessions tracks websocket connections (shutdown, token revocation); nil makes one.
 	Sessions *Sessions
+	// Websocket bounds subscription connections; zero fields take their defaults.
+	Websocket WebsocketLimits
+}
+
+// Server is /query's GraphQL server: gqlgen behind the websocket connection caps.
+type Server struct {
+	*handler.Server
+	gate *wsGate
+}
+
+// ServeHTTP admits websocket upgrades under the connection caps; other requests go
+// straight to gqlgen.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "" {
+		s.gate.serve(w, r, s.Server)
+		return
+	}
+	s.Server.ServeHTTP(w, r)
 }
 
 // parserTokenLimit bounds the lexer's work on one document (a 10,000-field query is
@@ -35,7 +53,10 @@ const parserTokenLimit = 15_000
 
 // NewServer builds the gqlgen server: explicit transports, a parsed-query cache, the cost
 // limit, the token limit, and introspection only when enabled.
-func NewServer(r *Resolver, o Options) *handler.Server {
+func NewServer(r *Resolver, o Options) *Server {
+	limits := o.Websocket.withDefaults()
+	gate := newWSGate(limits)
+	r.gate = gate
 	srv := handler.New(generated.NewExecutableSchema(generated.Config{
 		Resolvers: r, Directives: Directives(), Complexity: Complexity(),
 	}))
@@ -43,8 +64,11 @@ func NewServer(r *Resolver, o Options) *handler.Server {
 		o.Sessions = NewSessions(o.Authenticator)
 	}
 	srv.AddTransport(o.Sessions.Transport(transport.Websocket{
-		KeepAlivePingInterval: 15 * time.Second,
-		InitTimeout:           10 * time.Second,
+		// The guard wraps every connection: it validates messages before gqlgen decodes
+		// them and owns the init timeout (gqlgen's own is left off).
+		Implementation:        guardedWebsocket{inner: transport.CoderWebsocketImplementation{}, limits: limits},
+		KeepAlivePingInterval: limits.PingInterval, // graphql-ws (legacy) keep-alive
+		PingPongInterval:      limits.PingInterval, // graphql-transport-ws ping, pong required
 		PayloadReadLimit:      &o.MaxBody,
 		InitFunc:              websocketInit(r, o),
 	}))
@@ -63,7 +87,7 @@ func NewServer(r *Resolver, o Options) *handler.Server {
 	}
 	srv.SetErrorPresenter(ErrorPresenter(o.Log))
 	srv.SetRecoverFunc(Recover(o.Log))
-	return srv
+	return &Server{Server: srv, gate: gate}
 }
 
 // websocketInit authenticates a subscription connection from connection_init's

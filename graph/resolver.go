@@ -15,4 +15,6 @@ type Resolver struct {
 	Telemetry  *telemetry.Service
 	Fleet      *fleet.Service
 	Live       *live.Broker
+
+	gate *wsGate // set by NewServer: connection and subscription counts
 }

@@ -54,13 +54,15 @@ type Config struct {
 	AgentCertTTL time.Duration
 	// RequireAgentMTLS makes the agent endpoints refuse requests without a certificate.
 	RequireAgentMTLS bool
+	// Websocket bounds GraphQL subscription connections (zero fields: defaults).
+	Websocket graph.WebsocketLimits
 }
 
 // Defaults returns the contract's defaults.
 func Defaults() Config {
 	return Config{DB: "oneprotect.db", HeartbeatInterval: 60 * time.Second, OfflineAfter: 180 * time.Second,
 		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
-		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default()}
+		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default(), Websocket: graph.DefaultWebsocketLimits()}
 }
 
 // App is the running service.
@@ -241,7 +243,7 @@ func (a *App) routes() http.Handler {
 
 	gql := graph.NewServer(&graph.Resolver{Tenancy: a.Tenancy, Enrollment: a.Enrollment, Telemetry: a.Telemetry,
 		Fleet: a.Fleet, Live: a.Live}, graph.Options{Introspection: a.Config.Introspection, MaxBody: a.Config.MaxBody,
-		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log, Sessions: a.Sessions})
+		Authenticator: a.Auth, OnlineSince: onlineSince, Log: a.Config.Log, Sessions: a.Sessions, Websocket: a.Config.Websocket})
 	mux.Handle("/query", wrap("graphql", limitBody(a.Config.MaxBody, strictjson.GraphQL(graphqlTransport(
 		loaders.Middleware(a.Store, onlineSince, graph.HTTP(gql)))))))
 
