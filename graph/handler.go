@@ -57,6 +57,7 @@ func NewServer(r *Resolver, o Options) *Server {
 	limits := o.Websocket.withDefaults()
 	gate := newWSGate(limits)
 	r.gate = gate
+	r.Live.SetLoader(liveLoader(r.Fleet.Store, o.OnlineSince))
 	srv := handler.New(generated.NewExecutableSchema(generated.Config{
 		Resolvers: r, Directives: Directives(), Complexity: Complexity(),
 	}))
@@ -79,6 +80,7 @@ func NewServer(r *Resolver, o Options) *Server {
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.Use(newShapeLimit())
 	srv.Use(extension.FixedComplexityLimit(ComplexityLimit))
+	srv.Use(subscriptionOps{})
 	srv.Use(executionMarker{})
 	if o.Introspection {
 		srv.Use(extension.Introspection{})

@@ -27,6 +27,10 @@ const graphqlResponseJSON = "application/graphql-response+json"
 
 type executedKey struct{}
 
+// getKey marks a GET request: its non-query operations are refused by gqlgen's GET
+// transport (made 405 below), before anything else looks at them.
+type getKey struct{}
+
 // executionMarker records in the request context that the operation reached execution.
 type executionMarker struct{}
 
@@ -66,7 +70,11 @@ func HTTP(next http.Handler) http.Handler {
 		}
 		executed := false
 		rec := &recorder{header: w.Header(), status: http.StatusOK}
-		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), executedKey{}, &executed)))
+		ctx := context.WithValue(r.Context(), executedKey{}, &executed)
+		if r.Method == http.MethodGet {
+			ctx = context.WithValue(ctx, getKey{}, true)
+		}
+		next.ServeHTTP(rec, r.WithContext(ctx))
 
 		if rec.status == http.StatusNotAcceptable && r.Method == http.MethodGet {
 			w.Header().Set("Allow", "POST")

@@ -274,9 +274,9 @@ func (g guardedWebsocket) Accept(w http.ResponseWriter, r *http.Request, o trans
 		gc.conn.guard = gc
 		gc.conn.mu.Unlock()
 	}
-	gc.initTimer = time.AfterFunc(g.limits.InitTimeout, func() {
+	gc.initTimer.Store(time.AfterFunc(g.limits.InitTimeout, func() {
 		gc.closeWith(closeInitTimeout, "Connection initialisation timeout")
-	})
+	}))
 	return gc, nil
 }
 
@@ -288,7 +288,7 @@ func (g guardedWebsocket) Accept(w http.ResponseWriter, r *http.Request, o trans
 type guardConn struct {
 	transport.WebsocketConn
 	conn      *wsConn // nil outside the gate (never in practice)
-	initTimer *time.Timer
+	initTimer atomic.Pointer[time.Timer]
 
 	initSeen atomic.Bool
 	closed   atomic.Bool
@@ -317,7 +317,7 @@ func (g *guardConn) NextReader() (int, io.Reader, error) {
 		if g.initSeen.Swap(true) {
 			return mt, nil, g.closeWith(closeTooManyInits, "Too many initialisation requests")
 		}
-		g.initTimer.Stop()
+		g.stopInitTimer()
 		if p := bytes.TrimSpace(m.Payload); len(p) > 0 && p[0] != '{' && !bytes.Equal(p, []byte("null")) {
 			return mt, nil, g.closeWith(closeBadRequest, "connection_init payload must be an object")
 		}
@@ -339,7 +339,7 @@ func (g *guardConn) NextReader() (int, io.Reader, error) {
 // closes (gqlgen's own) are no-ops, so the client sees this code.
 func (g *guardConn) closeWith(code int, reason string) error {
 	if !g.closed.Swap(true) {
-		g.initTimer.Stop()
+		g.stopInitTimer()
 		_ = g.WebsocketConn.WriteClose(code, reason)
 	}
 	return errClosedByGuard
@@ -349,13 +349,19 @@ func (g *guardConn) WriteClose(code int, reason string) error {
 	if g.closed.Swap(true) {
 		return nil
 	}
-	g.initTimer.Stop()
+	g.stopInitTimer()
 	return g.WebsocketConn.WriteClose(code, reason)
 }
 
 func (g *guardConn) Close() error {
-	g.initTimer.Stop()
+	g.stopInitTimer()
 	return g.WebsocketConn.Close()
+}
+
+func (g *guardConn) stopInitTimer() {
+	if t := g.initTimer.Load(); t != nil {
+		t.Stop()
+	}
 }
 
 // The read limit and deadline (used by the ping/pong check) pass through to coder/websocket.

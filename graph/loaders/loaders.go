@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/vikstrous/dataloadgen"
@@ -32,38 +33,56 @@ type key struct{}
 // New makes loaders for one tenant and one request. onlineSince gives the instant that
 // decides online.
 func New(s *store.Store, tenantID string, onlineSince func() int64) *Loaders {
-	return newLoaders(s, tenantID, onlineSince)
+	return newLoaders(s, tenantID, onlineSince, nil)
 }
 
 // NewUncached makes loaders that batch but do not cache, for a long-lived subscription
 // connection whose updates must not be answered from what an earlier update loaded.
 func NewUncached(s *store.Store, tenantID string, onlineSince func() int64) *Loaders {
-	return newLoaders(s, tenantID, onlineSince, dataloadgen.WithoutCache())
+	return newLoaders(s, tenantID, onlineSince, nil, dataloadgen.WithoutCache())
 }
 
-func newLoaders(s *store.Store, tenantID string, onlineSince func() int64, extra ...dataloadgen.Option) *Loaders {
+// NewShared makes caching loaders for one batch of live updates, shared by every subscriber
+// the batch reaches, so that N subscribers of one update cost one read of each object they
+// select. A batch fetch runs with the context of whichever subscriber asked first; it is
+// detached from that subscriber's cancellation, since the others wait on the same result.
+func NewShared(s *store.Store, tenantID string, onlineSince func() int64) *Loaders {
+	return newLoaders(s, tenantID, onlineSince, detached)
+}
+
+// detached is the shared loaders' fetch context: the caller's values, not its cancellation.
+func detached(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
+
+func newLoaders(s *store.Store, tenantID string, onlineSince func() int64, fetchCtx func(context.Context) (context.Context, context.CancelFunc), extra ...dataloadgen.Option) *Loaders {
 	opts := append([]dataloadgen.Option{dataloadgen.WithWait(time.Millisecond), dataloadgen.WithBatchCapacity(1000)}, extra...)
 	return &Loaders{
-		Site: dataloadgen.NewMappedLoader(mapped(func(ctx context.Context, ids []string) ([]*domain.Site, error) {
+		Site: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Site, error) {
 			return s.SitesByID(ctx, tenantID, ids)
 		}, func(v *domain.Site) string { return v.ID }), opts...),
-		Collector: dataloadgen.NewMappedLoader(mapped(func(ctx context.Context, ids []string) ([]*domain.Collector, error) {
+		Collector: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Collector, error) {
 			return s.CollectorsByID(ctx, tenantID, ids)
 		}, func(v *domain.Collector) string { return v.ID }), opts...),
-		AgentIdentity: dataloadgen.NewMappedLoader(mapped(func(ctx context.Context, ids []string) ([]*domain.AgentIdentity, error) {
+		AgentIdentity: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.AgentIdentity, error) {
 			return s.AgentIdentitiesByID(ctx, tenantID, ids)
 		}, func(v *domain.AgentIdentity) string { return v.AgentID }), opts...),
-		Asset: dataloadgen.NewMappedLoader(mapped(func(ctx context.Context, ids []string) ([]*domain.Asset, error) {
+		Asset: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Asset, error) {
 			return s.AssetsByID(ctx, tenantID, ids, onlineSince())
 		}, func(v *domain.Asset) string { return v.ID }), opts...),
-		Principal: dataloadgen.NewMappedLoader(mapped(func(ctx context.Context, ids []string) ([]*domain.Principal, error) {
+		Principal: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Principal, error) {
 			return s.PrincipalsByID(ctx, tenantID, ids)
 		}, func(v *domain.Principal) string { return v.ID }), opts...),
 	}
 }
 
-func mapped[V any](list func(context.Context, []string) ([]V, error), id func(V) string) func(context.Context, []string) (map[string]V, error) {
+func mapped[V any](fetchCtx func(context.Context) (context.Context, context.CancelFunc), list func(context.Context, []string) ([]V, error), id func(V) string) func(context.Context, []string) (map[string]V, error) {
 	return func(ctx context.Context, keys []string) (map[string]V, error) {
+		if fetchCtx != nil {
+			var cancel context.CancelFunc
+			ctx, cancel = fetchCtx(ctx)
+			defer cancel()
+		}
 		rows, err := list(ctx, keys)
 		if err != nil {
 			return nil, err
@@ -89,8 +108,36 @@ func Middleware(s *store.Store, onlineSince func() int64, next http.Handler) htt
 // With returns ctx carrying l.
 func With(ctx context.Context, l *Loaders) context.Context { return context.WithValue(ctx, key{}, l) }
 
-// For returns the request's loaders; nil without an authenticated caller.
+// Holder carries the loaders a subscription resolves its current update with: the shared
+// loaders of the batch the update was read in. It is set per subscription operation, so a
+// query sent over the same websocket never sees a batch's cache.
+type Holder struct{ l atomic.Pointer[Loaders] }
+
+type holderKey struct{}
+
+// WithHolder returns ctx carrying a new, empty holder.
+func WithHolder(ctx context.Context) (context.Context, *Holder) {
+	h := &Holder{}
+	return context.WithValue(ctx, holderKey{}, h), h
+}
+
+// HolderFrom returns ctx's holder, or nil.
+func HolderFrom(ctx context.Context) *Holder {
+	h, _ := ctx.Value(holderKey{}).(*Holder)
+	return h
+}
+
+// Set makes l the loaders of what is resolved next.
+func (h *Holder) Set(l *Loaders) { h.l.Store(l) }
+
+// For returns the request's loaders (a subscription's current batch loaders when it has
+// some); nil without an authenticated caller.
 func For(ctx context.Context) *Loaders {
+	if h := HolderFrom(ctx); h != nil {
+		if l := h.l.Load(); l != nil {
+			return l
+		}
+	}
 	l, _ := ctx.Value(key{}).(*Loaders)
 	return l
 }
