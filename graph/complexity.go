@@ -62,6 +62,12 @@ func Complexity() generated.ComplexityRoot {
 		// Each asset's events are a query of their own, unlike batched fields.
 		return saturate(perParentQuery + int64(listCost(child, pageSize(first))))
 	}
+	c.Query.APITokens = func(child int, _ *string, first *int) int {
+		if first == nil {
+			return listCost(child, 100)
+		}
+		return listCost(child, pageSize(first))
+	}
 	c.Query.Sites = func(child int) int { return listCost(child, unpagedList) }
 	c.Query.Collectors = func(child int, _ *string) int { return listCost(child, unpagedList) }
 	return c

@@ -36,6 +36,11 @@ func (r *agentIdentityResolver) Asset(ctx context.Context, obj *domain.AgentIden
 	return loaders.Load(ctx, assetLoader, obj.AssetID)
 }
 
+// Principal is the resolver for the principal field.
+func (r *apiTokenResolver) Principal(ctx context.Context, obj *domain.APIToken) (*domain.Principal, error) {
+	return loaders.Load(ctx, principalLoader, obj.PrincipalID)
+}
+
 // Site is the resolver for the site field.
 func (r *assetResolver) Site(ctx context.Context, obj *domain.Asset) (*domain.Site, error) {
 	return loaders.Load(ctx, siteLoader, obj.SiteID)
@@ -127,6 +132,20 @@ func (r *mutationResolver) ReactivateAgentIdentity(ctx context.Context, agentID 
 	return r.Enrollment.Reactivate(ctx, agentID)
 }
 
+// CreateAPIToken is the resolver for the createApiToken field.
+func (r *mutationResolver) CreateAPIToken(ctx context.Context, input model.CreateAPITokenInput) (*model.CreateAPITokenPayload, error) {
+	tok, secret, err := r.Tenancy.CreateAPIToken(ctx, input.PrincipalID, input.TTLSeconds)
+	if err != nil {
+		return nil, err
+	}
+	return &model.CreateAPITokenPayload{Token: secret, ExpiresAt: tok.ExpiresAt, APIToken: tok}, nil
+}
+
+// RevokeAPIToken is the resolver for the revokeApiToken field.
+func (r *mutationResolver) RevokeAPIToken(ctx context.Context, id string) (*domain.APIToken, error) {
+	return r.Tenancy.RevokeAPIToken(ctx, id)
+}
+
 // Role is the resolver for the role field.
 func (r *principalResolver) Role(ctx context.Context, obj *domain.Principal) (*domain.Role, error) {
 	if obj.Kind != domain.KindUser {
@@ -206,6 +225,11 @@ func (r *queryResolver) FleetSummary(ctx context.Context, siteID *string) (*mode
 	return fleetSummary(sum), nil
 }
 
+// APITokens is the resolver for the apiTokens field.
+func (r *queryResolver) APITokens(ctx context.Context, principalID *string, first *int) ([]*domain.APIToken, error) {
+	return r.Tenancy.APITokens(ctx, principalID, first)
+}
+
 // AssetUpdated is the resolver for the assetUpdated field.
 func (r *subscriptionResolver) AssetUpdated(ctx context.Context, siteID *string) (<-chan *domain.Asset, error) {
 	return r.assetUpdates(ctx, siteID)
@@ -213,6 +237,9 @@ func (r *subscriptionResolver) AssetUpdated(ctx context.Context, siteID *string)
 
 // AgentIdentity returns generated.AgentIdentityResolver implementation.
 func (r *Resolver) AgentIdentity() generated.AgentIdentityResolver { return &agentIdentityResolver{r} }
+
+// ApiToken returns generated.ApiTokenResolver implementation.
+func (r *Resolver) ApiToken() generated.ApiTokenResolver { return &apiTokenResolver{r} }
 
 // Asset returns generated.AssetResolver implementation.
 func (r *Resolver) Asset() generated.AssetResolver { return &assetResolver{r} }
@@ -242,6 +269,7 @@ func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subsc
 
 type (
 	agentIdentityResolver   struct{ *Resolver }
+	apiTokenResolver        struct{ *Resolver }
 	assetResolver           struct{ *Resolver }
 	collectorResolver       struct{ *Resolver }
 	enrollmentTokenResolver struct{ *Resolver }

@@ -19,6 +19,19 @@ type AssetFilter struct {
 	HostnameContains *string `json:"hostnameContains,omitempty"`
 }
 
+// ttlSeconds: 1 to 157680000 (5 years); omitted, the token does not expire.
+type CreateAPITokenInput struct {
+	PrincipalID string `json:"principalId"`
+	TTLSeconds  *int   `json:"ttlSeconds,omitempty"`
+}
+
+type CreateAPITokenPayload struct {
+	// The secret, shown once.
+	Token     string           `json:"token"`
+	ExpiresAt *time.Time       `json:"expiresAt,omitempty"`
+	APIToken  *domain.APIToken `json:"apiToken"`
+}
+
 type CreateCollectorInput struct {
 	SiteID string `json:"siteId"`
 	Name   string `json:"name"`

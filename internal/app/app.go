@@ -121,7 +121,8 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		a.Metrics.CommitSeconds.Observe(took.Seconds())
 	}
 	a.Auth = auth.NewAuthenticator(st, cfg.Now)
-	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now}
+	a.Auth.Log = cfg.Log
+	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now, TokensChanged: a.Auth.Forget}
 	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}
 	a.Enrollment.CA, a.Enrollment.CertTTL = a.CA, cfg.AgentCertTTL
 	pgDSN := ""

@@ -3,7 +3,10 @@ package auth
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2/expirable"
@@ -11,30 +14,53 @@ import (
 	"github.com/oneprotect/telemetry/internal/domain"
 )
 
-// TokenStore finds the principal of a live (unexpired, unrevoked) token by its hash; no
-// such token is a nil principal and a nil error.
+// TokenStore finds live tokens and tells when any token was revoked.
 type TokenStore interface {
-	PrincipalByTokenHash(ctx context.Context, hash string, now time.Time) (*domain.Principal, string, error)
+	// TokenByHash returns the principal and token of a live (unexpired, unrevoked) token
+	// by its hash, and the stored hash; no such token is all nil and a nil error.
+	TokenByHash(ctx context.Context, hash string, now time.Time) (*domain.Principal, *domain.APIToken, string, error)
+	// CredentialEpoch moves with every revocation, in the revoking transaction.
+	CredentialEpoch(ctx context.Context) (int64, error)
+	// TouchAPIToken records a use of the token, unless one was recorded less than every ago.
+	TouchAPIToken(ctx context.Context, id string, now time.Time, every time.Duration) error
 }
 
-// Authenticator turns bearer tokens into principals. Valid tokens are cached by hash for a
-// short while (principals never change; tokens have no revocation call yet, and an expiry is
-// re-checked on every hit), which takes a database read off every heartbeat.
+// Authenticator turns bearer tokens into principals. Valid tokens are cached by hash, which
+// takes a database read off every heartbeat, but a revoked token must be refused within a
+// second on every replica. So a cached entry is trusted only while the credential epoch was
+// read less than revocationWindow ago; the first request after that reads the epoch again
+// (one tiny read per replica, not per token) and drops the whole cache when it moved.
+// Expiry is checked on every hit.
 type Authenticator struct {
 	Tokens TokenStore
 	Now    func() time.Time
+	Log    *slog.Logger
 	cache  *expirable.LRU[string, *domain.Principal]
+
+	epochMu    sync.Mutex
+	epoch      int64
+	epochKnown bool
+	verified   atomic.Int64 // monotonic nanoseconds (since start) when the last epoch read began
+	start      time.Time
 }
 
-// Token cache bounds: entries and how long one is trusted before the database is asked again.
+// Token cache bounds.
 const (
 	tokenCacheSize = 200_000
-	tokenCacheTTL  = 30 * time.Second
+	// tokenCacheTTL bounds how long an entry lives; revocation does not wait for it.
+	tokenCacheTTL = 30 * time.Second
+	// revocationWindow is how long an epoch read vouches for the cache. A revocation is
+	// refused at most this long (plus one epoch read) after it committed.
+	revocationWindow = 500 * time.Millisecond
+	// LastUsedResolution is how coarse a token's last-used time is: it is written at most
+	// this often per token (and only for user tokens; agents' tokens are not stamped).
+	LastUsedResolution = time.Minute
 )
 
 // NewAuthenticator returns an Authenticator with its cache.
 func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
-	return &Authenticator{Tokens: tokens, Now: now, cache: expirable.NewLRU[string, *domain.Principal](tokenCacheSize, nil, tokenCacheTTL)}
+	return &Authenticator{Tokens: tokens, Now: now, start: time.Now(),
+		cache: expirable.NewLRU[string, *domain.Principal](tokenCacheSize, nil, tokenCacheTTL)}
 }
 
 // Authenticate returns the principal of token, or ErrUnauthenticated for an unknown, expired
@@ -42,7 +68,7 @@ func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain.Principal, error) {
 	hash := HashToken(token)
 	if a.cache != nil {
-		if p, ok := a.cache.Get(hash); ok {
+		if p, ok := a.cache.Get(hash); ok && a.cacheTrusted(ctx) {
 			if p.ExpiresAt == nil || a.Now().Before(*p.ExpiresAt) {
 				return p, nil
 			}
@@ -50,17 +76,69 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 			return nil, domain.ErrUnauthenticated
 		}
 	}
-	p, stored, err := a.Tokens.PrincipalByTokenHash(ctx, hash, a.Now())
+	// Read the epoch before the token, so that an entry cached now is vouched for by an
+	// epoch no newer than the state it was read in.
+	if a.cache != nil && !a.epochFresh() {
+		a.cacheTrusted(ctx)
+	}
+	now := a.Now()
+	p, tok, stored, err := a.Tokens.TokenByHash(ctx, hash, now)
 	if err != nil {
 		return nil, err // the database failed: not the caller's fault, so not a 401
 	}
 	if p == nil || !HashesEqual(stored, hash) {
 		return nil, domain.ErrUnauthenticated
 	}
-	if a.cache != nil {
+	if p.IsUser() && (tok.LastUsedAt == nil || now.Sub(*tok.LastUsedAt) >= LastUsedResolution) {
+		if err := a.Tokens.TouchAPIToken(ctx, tok.ID, now, LastUsedResolution); err != nil && a.Log != nil {
+			a.Log.Warn("recording a token's last use failed", "err", err) // the call itself goes on
+		}
+	}
+	if a.cache != nil && a.epochFresh() {
 		a.cache.Add(hash, p)
 	}
 	return p, nil
+}
+
+// Forget drops every cached token at once (this replica revoked one).
+func (a *Authenticator) Forget() {
+	if a.cache != nil {
+		a.cache.Purge()
+	}
+}
+
+func (a *Authenticator) epochFresh() bool {
+	v := a.verified.Load()
+	return v != 0 && time.Since(a.start)-time.Duration(v) < revocationWindow
+}
+
+// cacheTrusted reports whether cached entries may be used: the epoch was read recently, or
+// it is read now and has not moved. When it moved, the cache is emptied. When another
+// request is reading it, or the read fails, the caller asks the database instead.
+func (a *Authenticator) cacheTrusted(ctx context.Context) bool {
+	if a.epochFresh() {
+		return true
+	}
+	if !a.epochMu.TryLock() {
+		return false
+	}
+	defer a.epochMu.Unlock()
+	if a.epochFresh() {
+		return true
+	}
+	began := time.Since(a.start)
+	epoch, err := a.Tokens.CredentialEpoch(ctx)
+	if err != nil {
+		return false
+	}
+	moved := !a.epochKnown || epoch != a.epoch
+	if moved {
+		// Entries cached before the first read are vouched for by nothing: drop them too.
+		a.cache.Purge()
+		a.epoch, a.epochKnown = epoch, true
+	}
+	a.verified.Store(max(int64(began), 1))
+	return !moved
 }
 
 type authErrKey struct{}

@@ -18,6 +18,8 @@ import (
 type Service struct {
 	Store *store.Store
 	Now   func() time.Time
+	// TokensChanged, when set, learns that a token was revoked (the token cache forgets).
+	TokensChanged func()
 }
 
 // MaxNameLength bounds every display name.
