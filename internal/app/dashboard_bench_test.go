@@ -23,33 +23,52 @@ func seedFleet(tb testing.TB, env *testenv.Env, f *testenv.Fleet, n int) []strin
 		tb.Fatal(err)
 	}
 	now := store.Micros(env.Clock.Now())
+	var refs struct {
+		Next   int64 `bun:"next"`
+		Tenant int64 `bun:"tenant"`
+		Site   int64 `bun:"site"`
+	}
+	if err := db.NewRaw(`SELECT (SELECT COALESCE(MAX(ref), 0) + 1 FROM agent_identities) AS next,
+		(SELECT ref FROM tenants WHERE id = ?) AS tenant, (SELECT ref FROM sites WHERE id = ?) AS site`,
+		f.Tenant.ID, f.SiteID).Scan(ctx, &refs); err != nil {
+		tb.Fatal(err)
+	}
 	assetIDs := make([]string, 0, n)
 	const batch = 500
 	for start := 0; start < n; start += batch {
-		var idents, assets []string
+		var idents, assets, liveness []string
 		for i := start; i < min(start+batch, n); i++ {
-			agentID, assetID := ids.New(), ids.New()
+			agentID, assetID, ref := ids.New(), ids.New(), refs.Next+int64(i)
 			host := fmt.Sprintf("seed-%06d", i)
-			idents = append(idents, fmt.Sprintf("('%s','%s','%s','%s','%s','ACTIVE','%s','1.0.0',%d,%d,%d)",
-				agentID, f.Tenant.ID, f.SiteID, assetID, principalID, host, now, now, now))
-			assets = append(assets, fmt.Sprintf("('%s','%s','%s','%s','%s','Linux','[]','[]','{}',%d,%d,1)",
-				assetID, f.Tenant.ID, f.SiteID, agentID, host, now, now))
+			idents = append(idents, fmt.Sprintf("('%s','%s','%s','%s','%s','ACTIVE','%s','1.0.0',%d,%d,%d,%d)",
+				agentID, f.Tenant.ID, f.SiteID, assetID, principalID, host, now, now, ref, ref))
+			assets = append(assets, fmt.Sprintf("('%s',%d,'%s','%s','%s','%s','Linux','[]','[]','{}',%d)",
+				assetID, ref, f.Tenant.ID, f.SiteID, agentID, host, now))
+			liveness = append(liveness, fmt.Sprintf("(%d,%d,%d,%d,%d,1,1)", ref, refs.Tenant, refs.Site, ref, now))
 			assetIDs = append(assetIDs, assetID)
 		}
-		if _, err := db.ExecContext(ctx, `INSERT INTO agent_identities (agent_id, tenant_id, site_id, asset_id, principal_id,
-			status, hostname, agent_version, enrolled_at, last_seen_at, activity_at) VALUES `+strings.Join(idents, ",")); err != nil {
-			tb.Fatal(err)
+		for _, q := range []string{
+			`INSERT INTO agent_identities (agent_id, tenant_id, site_id, asset_id, principal_id,
+			status, hostname, agent_version, enrolled_at, activity_at, ref, asset_ref) VALUES ` + strings.Join(idents, ","),
+			`INSERT INTO assets (id, ref, tenant_id, site_id, agent_id, hostname, os_name,
+			ip_addresses, mac_addresses, facts, first_seen_at) VALUES ` + strings.Join(assets, ","),
+			`INSERT INTO asset_liveness (asset_ref, tenant_ref, site_ref, agent_ref, last_seen_at, heartbeat_count,
+			inventory_hash) VALUES ` + strings.Join(liveness, ","),
+		} {
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				tb.Fatal(err)
+			}
 		}
-		if _, err := db.ExecContext(ctx, `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, os_name,
-			ip_addresses, mac_addresses, facts, first_seen_at, last_seen_at, heartbeat_count) VALUES `+strings.Join(assets, ",")); err != nil {
-			tb.Fatal(err)
-		}
+	}
+	if env.App.Store.Dialect == store.Postgres {
+		_, _ = db.ExecContext(ctx, "SELECT setval('agent_identities_ref_seq', (SELECT MAX(ref) FROM agent_identities))")
 	}
 	if env.App.Store.Dialect == store.Postgres {
 		// What autovacuum would have done by now: statistics, and a visibility map so that
 		// counts are index-only scans.
 		_, _ = db.ExecContext(ctx, "VACUUM ANALYZE assets")
 		_, _ = db.ExecContext(ctx, "VACUUM ANALYZE agent_identities")
+		_, _ = db.ExecContext(ctx, "VACUUM ANALYZE asset_liveness")
 	} else {
 		_, _ = db.ExecContext(ctx, "ANALYZE")
 	}

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/json"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -29,6 +28,7 @@ const (
 type benchAgent struct {
 	agent     *testenv.Agent
 	principal *domain.Principal
+	identity  *domain.AgentIdentity
 }
 
 func benchFleet(b *testing.B, env *testenv.Env) []benchAgent {
@@ -42,7 +42,11 @@ func benchFleet(b *testing.B, env *testenv.Env) []benchAgent {
 		if err != nil {
 			b.Fatal(err)
 		}
-		agents[i] = benchAgent{agent: ag, principal: p}
+		id, err := env.App.Store.AgentIdentity(context.Background(), ag.TenantID, ag.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		agents[i] = benchAgent{agent: ag, principal: p, identity: id}
 	}
 	return agents
 }
@@ -103,17 +107,13 @@ func BenchmarkStoreWriteHeartbeat(b *testing.B) {
 			received := env.Clock.Now()
 			benchParallel(b, agents, func(a benchAgent, seq int64) error {
 				id := "hb-" + strconv.FormatInt(seq, 10)
-				t := &projection.Telemetry{SiteID: a.agent.SiteID, HeartbeatID: id, Hostname: "bench-host", HostnameReported: true,
-					OS: inv.OS, IPAddresses: &inv.IPAddresses, MACAddresses: &inv.MACAddresses, CPUCount: inv.CPUCount,
-					MemoryBytes: inv.MemoryBytes, UptimeSeconds: inv.UptimeSeconds, Facts: inv.Facts}
-				payload, err := json.Marshal(t)
-				if err != nil {
-					return err
-				}
-				out, err := env.App.Store.WriteHeartbeat(context.Background(), &store.HeartbeatWrite{
-					TenantID: a.agent.TenantID, AgentID: a.agent.ID, AssetID: a.agent.AssetID, PrincipalID: a.principal.ID,
-					HeartbeatID: id, RequestHash: id, ReceivedAt: received, Hostname: &t.Hostname,
-					Payload: payload, Telemetry: t})
+				host := "bench-host"
+				r := &projection.Report{Hostname: &host, OS: inv.OS, IPAddresses: &inv.IPAddresses, MACAddresses: &inv.MACAddresses,
+					CPUCount: inv.CPUCount, MemoryBytes: inv.MemoryBytes, Facts: inv.Facts}
+				w := &store.HeartbeatWrite{Identity: a.identity, PrincipalID: a.principal.ID, HeartbeatID: id,
+					ReceivedAt: received, Report: r, ReportHash: r.Hash()}
+				copy(w.RequestHash[:], id)
+				out, err := env.App.Store.WriteHeartbeat(context.Background(), w)
 				if err == nil && (out.Duplicate || out.Conflict || out.Refused) {
 					b.Fatalf("heartbeat %s not accepted: %+v", id, out)
 				}

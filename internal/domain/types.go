@@ -120,6 +120,10 @@ type AgentIdentity struct {
 	RevokedAt     *time.Time
 	RevokedReason *string
 	ReactivatedAt *time.Time
+
+	// Internal integer keys, never shown by the API: the identity's own, its asset's, its
+	// tenant's and its site's.
+	Ref, AssetRef, TenantRef, SiteRef int64
 }
 
 type OperatingSystem struct {
@@ -154,6 +158,7 @@ type Asset struct {
 const (
 	EventAssetDiscovered   = "asset.discovered"
 	EventTelemetryReceived = "asset.telemetry.received"
+	EventInventoryChanged  = "asset.inventory.changed"
 	EventAgentEnrolled     = "agent.enrolled"
 	EventAgentRevoked      = "agent.revoked"
 	EventAgentStale        = "agent.stale"

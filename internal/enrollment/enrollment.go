@@ -262,6 +262,7 @@ func (s *Service) identity(ctx context.Context, tenantID, agentID string) (*doma
 func (s *Service) event(p *domain.Principal, id *domain.AgentIdentity, typ string, payload map[string]any) *domain.Event {
 	payload["actor_id"], payload["actor_kind"] = p.ID, string(p.Kind)
 	b, _ := json.Marshal(payload)
-	return &domain.Event{ID: ids.New(), TenantID: id.TenantID, Type: typ, AssetID: &id.AssetID, AgentID: &id.AgentID,
-		ActorID: &p.ID, OccurredAt: s.Now(), Payload: b}
+	now := s.Now()
+	return &domain.Event{ID: ids.At(now), TenantID: id.TenantID, Type: typ, AssetID: &id.AssetID, AgentID: &id.AgentID,
+		ActorID: &p.ID, OccurredAt: now, Payload: b}
 }

@@ -33,7 +33,7 @@ func (s *Service) Sweep(ctx context.Context, staleAfter time.Duration) (int, err
 	total := 0
 	for {
 		n, err := s.Store.SweepStale(ctx, cutoff, batch, func(m store.StaleIdentity) *domain.Event {
-			return &domain.Event{ID: ids.New(), TenantID: m.TenantID, Type: domain.EventAgentStale,
+			return &domain.Event{ID: ids.At(now), TenantID: m.TenantID, Type: domain.EventAgentStale,
 				AssetID: &m.AssetID, AgentID: &m.AgentID, ActorID: &actor, OccurredAt: now, Payload: payload}
 		})
 		total += n

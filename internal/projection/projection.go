@@ -1,42 +1,215 @@
-// Package projection builds the asset read model from events. It is the only writer of the
-// assets table: the live heartbeat path and `oneprotect projections rebuild` call the same
-// functions with the same event payloads, so both give identical assets.
+// Package projection builds the asset read model. An asset's inventory is a Snapshot; a
+// heartbeat carries a Report of some of its fields; Merge applies a report to a snapshot and
+// Diff names what changed. The live heartbeat path and `oneprotect projections rebuild` use
+// the same functions, so both give identical assets. The inventory's fields are declared once,
+// in Fields: the diff, the change events and the replay all walk that list.
 package projection
 
 import (
-	"context"
-	"database/sql"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
-	"fmt"
+	"reflect"
+	"time"
 
 	"github.com/oneprotect/telemetry/internal/domain"
 )
 
-// Execer is what the projector needs from a transaction.
-type Execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+// Snapshot is an asset's inventory as the read model stores it. Its JSON is the payload of
+// asset.discovered, and each field's JSON name is the name an asset.inventory.changed event
+// uses for it.
+type Snapshot struct {
+	Hostname     string                  `json:"hostname"`
+	AgentVersion *string                 `json:"agent_version,omitempty"`
+	OS           *domain.OperatingSystem `json:"os,omitempty"`
+	IPAddresses  []string                `json:"ip_addresses"`
+	MACAddresses []string                `json:"mac_addresses"`
+	CPUCount     *int                    `json:"cpu_count,omitempty"`
+	MemoryBytes  *float64                `json:"memory_bytes,omitempty"`
+	Facts        map[string]any          `json:"facts"`
+	// BootTime (unix microseconds) is when the machine booted: the heartbeat's uptime turned
+	// into an instant, which stays the same from beat to beat until the machine reboots.
+	BootTime *int64 `json:"boot_time,omitempty"`
 }
 
-// Telemetry is the payload of asset.telemetry.received (and of asset.discovered): what the
-// heartbeat said, with the identity's binding. Nil fields were absent and keep the asset's
-// previous value; a present list or map replaces the previous one.
-type Telemetry struct {
-	SiteID      string  `json:"site_id"`
-	HeartbeatID string  `json:"heartbeat_id,omitempty"`
-	SentAt      *string `json:"sent_at,omitempty"`
-	Hostname    string  `json:"hostname"`
-	// HostnameReported says the heartbeat carried Hostname; otherwise Hostname is the
-	// identity's, used only when the asset is created, and the asset keeps the one it has.
-	HostnameReported bool                    `json:"hostname_reported,omitempty"`
-	AgentVersion     *string                 `json:"agent_version,omitempty"`
-	OS               *domain.OperatingSystem `json:"os,omitempty"`
-	IPAddresses      *[]string               `json:"ip_addresses,omitempty"`
-	MACAddresses     *[]string               `json:"mac_addresses,omitempty"`
-	CPUCount         *int                    `json:"cpu_count,omitempty"`
-	MemoryBytes      *float64                `json:"memory_bytes,omitempty"`
-	UptimeSeconds    *float64                `json:"uptime_seconds,omitempty"`
-	Facts            map[string]any          `json:"facts,omitempty"`
+// Report is what one heartbeat said about the inventory. A nil field was absent and keeps the
+// asset's value; a present list or map replaces it.
+type Report struct {
+	Hostname     *string
+	AgentVersion *string
+	OS           *domain.OperatingSystem
+	IPAddresses  *[]string
+	MACAddresses *[]string
+	CPUCount     *int
+	MemoryBytes  *float64
+	Facts        map[string]any
+	BootTime     *int64
+}
+
+// BootTolerance is how far two heartbeats' boot times (received time minus uptime) may differ
+// and still be the same boot: the difference is transit and queueing time, not a reboot.
+const BootTolerance = 30 * time.Second
+
+// Field is one inventory field: its name in change events and how to read it.
+type Field struct {
+	Name string
+	get  func(*Snapshot) any
+}
+
+// Fields is the inventory's field set, in the order change events list them.
+var Fields = []Field{
+	{"hostname", func(s *Snapshot) any { return s.Hostname }},
+	{"agent_version", func(s *Snapshot) any { return s.AgentVersion }},
+	{"os", func(s *Snapshot) any { return s.OS }},
+	{"ip_addresses", func(s *Snapshot) any { return s.IPAddresses }},
+	{"mac_addresses", func(s *Snapshot) any { return s.MACAddresses }},
+	{"cpu_count", func(s *Snapshot) any { return s.CPUCount }},
+	{"memory_bytes", func(s *Snapshot) any { return s.MemoryBytes }},
+	{"facts", func(s *Snapshot) any { return s.Facts }},
+	{"boot_time", func(s *Snapshot) any { return s.BootTime }},
+}
+
+// New is the snapshot of an asset discovered by r, with hostname as the name when r has none.
+func New(hostname string, r *Report) Snapshot {
+	s := Snapshot{Hostname: hostname, IPAddresses: []string{}, MACAddresses: []string{}, Facts: map[string]any{}}
+	return s.Merge(r)
+}
+
+// Merge returns s with r applied.
+func (s Snapshot) Merge(r *Report) Snapshot {
+	if r.Hostname != nil {
+		s.Hostname = *r.Hostname
+	}
+	if r.AgentVersion != nil {
+		s.AgentVersion = r.AgentVersion
+	}
+	if r.OS != nil {
+		s.OS = r.OS
+	}
+	if r.IPAddresses != nil {
+		s.IPAddresses = nonNil(*r.IPAddresses)
+	}
+	if r.MACAddresses != nil {
+		s.MACAddresses = nonNil(*r.MACAddresses)
+	}
+	if r.CPUCount != nil {
+		s.CPUCount = r.CPUCount
+	}
+	if r.MemoryBytes != nil {
+		s.MemoryBytes = r.MemoryBytes
+	}
+	if r.Facts != nil {
+		s.Facts = r.Facts
+	}
+	if r.BootTime != nil && !SameBoot(s.BootTime, *r.BootTime) {
+		s.BootTime = r.BootTime
+	}
+	return s
+}
+
+// SameBoot reports whether boot is the boot time stored in prev, within BootTolerance.
+func SameBoot(prev *int64, boot int64) bool {
+	if prev == nil {
+		return false
+	}
+	d := *prev - boot
+	return d <= BootTolerance.Microseconds() && d >= -BootTolerance.Microseconds()
+}
+
+// Change is one changed field, with its JSON-encodable old and new values.
+type Change struct {
+	Old any `json:"old"`
+	New any `json:"new"`
+}
+
+// Diff names each field whose value differs between old and new.
+func Diff(old, new *Snapshot) map[string]Change {
+	var out map[string]Change
+	for _, f := range Fields {
+		a, b := f.get(old), f.get(new)
+		if equal(a, b) {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]Change)
+		}
+		out[f.Name] = Change{Old: a, New: b}
+	}
+	return out
+}
+
+// equal compares two field values as their JSON encodings, which is how they are stored:
+// a nil pointer and an absent value are the same, and so are 4 and 4.0 in facts.
+func equal(a, b any) bool {
+	if reflect.DeepEqual(a, b) {
+		return true
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// Changed is the payload of asset.inventory.changed.
+type Changed struct {
+	HeartbeatID string            `json:"heartbeat_id,omitempty"`
+	Changes     map[string]Change `json:"changes"`
+}
+
+// ApplyChanges replays an asset.inventory.changed payload onto s (rebuild).
+func (s Snapshot) ApplyChanges(payload []byte) (Snapshot, error) {
+	var c struct {
+		Changes map[string]struct {
+			New json.RawMessage `json:"new"`
+		} `json:"changes"`
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return s, err
+	}
+	cur, err := json.Marshal(s)
+	if err != nil {
+		return s, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(cur, &m); err != nil {
+		return s, err
+	}
+	for name, ch := range c.Changes {
+		m[name] = ch.New
+	}
+	merged, err := json.Marshal(m)
+	if err != nil {
+		return s, err
+	}
+	var out Snapshot
+	if err := json.Unmarshal(merged, &out); err != nil {
+		return s, err
+	}
+	out.IPAddresses, out.MACAddresses = nonNil(out.IPAddresses), nonNil(out.MACAddresses)
+	if out.Facts == nil {
+		out.Facts = map[string]any{}
+	}
+	return out, nil
+}
+
+// Hash is a 63-bit digest of a report's content without its boot time: two heartbeats with the
+// same hash report the same inventory, so the second changes nothing and needs no inventory
+// write (the boot time is compared on its own, within BootTolerance).
+func (r *Report) Hash() int64 {
+	c := *r
+	c.BootTime = nil
+	b, _ := json.Marshal(struct {
+		Hostname     *string                 `json:"h,omitempty"`
+		AgentVersion *string                 `json:"v,omitempty"`
+		OS           *domain.OperatingSystem `json:"o,omitempty"`
+		IPAddresses  *[]string               `json:"i,omitempty"`
+		MACAddresses *[]string               `json:"m,omitempty"`
+		CPUCount     *int                    `json:"c,omitempty"`
+		MemoryBytes  *float64                `json:"b,omitempty"`
+		Facts        map[string]any          `json:"f,omitempty"`
+	}{c.Hostname, c.AgentVersion, c.OS, c.IPAddresses, c.MACAddresses, c.CPUCount, c.MemoryBytes, c.Facts})
+	sum := sha256.Sum256(b)
+	// Never 0, which marks "no report hashed yet" (an upgraded database's rows).
+	return int64(binary.BigEndian.Uint64(sum[:8])>>1) | 1
 }
 
 // Enrolled is the part of agent.enrolled's payload the projection uses: a re-enrolled machine
@@ -51,180 +224,9 @@ type Enrolled struct {
 	Superseded        []string `json:"superseded,omitempty"`
 }
 
-// Statement texts use ? placeholders; Rebind adapts them to the driver.
-const (
-	// The asset upsert in three parts, so that the same text serves a VALUES insert (the
-	// generic path) and an INSERT ... SELECT chained to another statement (PostgreSQL).
-	assetInsert = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, os_name, os_version,
-  os_kernel, os_arch, ip_addresses, mac_addresses, cpu_count, memory_bytes, uptime_seconds, facts,
-  first_seen_at, last_seen_at, heartbeat_count)`
-	assetValues = `?, ?, ?, ?, ?, ?, ?, ?, ?, COALESCE(?, '[]'), COALESCE(?, '[]'), ?, ?, ?, COALESCE(?, '{}'), ?, ?, 1`
-	// The conflict branch leaves site_id and agent_id alone: enrollment moves an asset to its new
-	// identity (ApplyEnrolled), and an identity's heartbeat carries that same site and agent. Not
-	// assigning them spares SQLite rewriting the site indexes on every heartbeat.
-	assetConflict = `ON CONFLICT (id) DO UPDATE SET
-  hostname = CASE WHEN ? THEN excluded.hostname ELSE assets.hostname END,
-  os_name = CASE WHEN ? THEN excluded.os_name ELSE assets.os_name END,
-  os_version = CASE WHEN ? THEN excluded.os_version ELSE assets.os_version END,
-  os_kernel = CASE WHEN ? THEN excluded.os_kernel ELSE assets.os_kernel END,
-  os_arch = CASE WHEN ? THEN excluded.os_arch ELSE assets.os_arch END,
-  ip_addresses = COALESCE(?, assets.ip_addresses),
-  mac_addresses = COALESCE(?, assets.mac_addresses),
-  cpu_count = COALESCE(excluded.cpu_count, assets.cpu_count),
-  memory_bytes = COALESCE(excluded.memory_bytes, assets.memory_bytes),
-  uptime_seconds = COALESCE(excluded.uptime_seconds, assets.uptime_seconds),
-  facts = COALESCE(?, assets.facts),
-  last_seen_at = CASE WHEN excluded.last_seen_at > assets.last_seen_at THEN excluded.last_seen_at ELSE assets.last_seen_at END,
-  heartbeat_count = assets.heartbeat_count + 1
-WHERE assets.tenant_id = excluded.tenant_id
-RETURNING heartbeat_count`
-	upsertAsset = assetInsert + "\nVALUES (" + assetValues + ")\n" + assetConflict
-
-	insertDiscovered = `INSERT INTO assets (id, tenant_id, site_id, agent_id, hostname, ip_addresses,
-  mac_addresses, facts, first_seen_at, last_seen_at, heartbeat_count)
-VALUES (?, ?, ?, ?, ?, '[]', '[]', '{}', ?, ?, 0)
-ON CONFLICT (id) DO NOTHING`
-
-	// updateTelemetry is the upsert's conflict branch as a plain UPDATE (see ApplyTelemetry).
-	updateTelemetry = `UPDATE assets SET
-  hostname = CASE WHEN ? THEN ? ELSE hostname END,
-  os_name = CASE WHEN ? THEN ? ELSE os_name END,
-  os_version = CASE WHEN ? THEN ? ELSE os_version END,
-  os_kernel = CASE WHEN ? THEN ? ELSE os_kernel END,
-  os_arch = CASE WHEN ? THEN ? ELSE os_arch END,
-  ip_addresses = COALESCE(?, ip_addresses),
-  mac_addresses = COALESCE(?, mac_addresses),
-  cpu_count = COALESCE(?, cpu_count),
-  memory_bytes = COALESCE(?, memory_bytes),
-  uptime_seconds = COALESCE(?, uptime_seconds),
-  facts = COALESCE(?, facts),
-  last_seen_at = CASE WHEN ? > last_seen_at THEN ? ELSE last_seen_at END,
-  heartbeat_count = heartbeat_count + 1
-WHERE id = ? AND tenant_id = ?`
-
-	moveAsset = `UPDATE assets SET site_id = ?, agent_id = ? WHERE tenant_id = ? AND id = ?`
-)
-
-// Projector applies events to the assets table with statements bound to one SQL dialect.
-type Projector struct {
-	upsertAsset, updateTelemetry, insertDiscovered, moveAsset string
-}
-
-// New returns a projector whose statements use rebind's placeholder style.
-func New(rebind func(string) string) *Projector {
-	return &Projector{upsertAsset: rebind(upsertAsset), updateTelemetry: rebind(updateTelemetry),
-		insertDiscovered: rebind(insertDiscovered), moveAsset: rebind(moveAsset)}
-}
-
-// Statements lists the statement texts, for preparing them once.
-func (p *Projector) Statements() []string {
-	return []string{p.upsertAsset, p.updateTelemetry, p.insertDiscovered, p.moveAsset}
-}
-
-// ApplyTelemetry projects one accepted heartbeat and says whether it discovered the asset
-// (created it). An asset that exists, the common case, takes a plain UPDATE by primary key with
-// no RETURNING: SQLite runs that without the statement journal an upsert needs and without the
-// temporary table RETURNING fills, each a large allocation and release per statement. The
-// upsert creates the asset on its first heartbeat (and settles a race to create it).
-func (p *Projector) ApplyTelemetry(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) (discovered bool, err error) {
-	v, err := telemetryValuesOf(t)
-	if err != nil {
-		return false, err
+func nonNil(l []string) []string {
+	if l == nil {
+		return []string{}
 	}
-	res, err := tx.ExecContext(ctx, p.updateTelemetry, t.HostnameReported, t.Hostname, v.hasOS, v.osName, v.hasOS, v.osVersion,
-		v.hasOS, v.osKernel, v.hasOS, v.osArch, v.ips, v.macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, v.facts,
-		occurredAt, occurredAt, assetID, tenantID)
-	if err != nil {
-		return false, fmt.Errorf("project telemetry: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n == 1 {
-		return false, err
-	}
-	var count int64
-	if err := tx.QueryRowContext(ctx, p.upsertAsset, v.upsertArgs(tenantID, assetID, agentID, occurredAt, t)...).Scan(&count); err != nil {
-		return false, fmt.Errorf("project telemetry: %w", err)
-	}
-	return count == 1, nil
-}
-
-// TelemetryUpsertFrom is ApplyTelemetry's upsert as INSERT ... SELECT ... FROM source, with
-// ? placeholders, for a caller that chains the projection to its own statement (PostgreSQL's
-// data-modifying WITH): the asset is written only if source yields a row. Its arguments are
-// TelemetryArgs.
-func TelemetryUpsertFrom(source string) string {
-	return assetInsert + "\nSELECT " + assetValues + " FROM " + source + "\n" + assetConflict
-}
-
-// TelemetryArgs are the arguments of the telemetry upsert, in placeholder order.
-func TelemetryArgs(tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) ([]any, error) {
-	v, err := telemetryValuesOf(t)
-	if err != nil {
-		return nil, err
-	}
-	return v.upsertArgs(tenantID, assetID, agentID, occurredAt, t), nil
-}
-
-// telemetryValues are a Telemetry's values in the form the asset columns store them.
-type telemetryValues struct {
-	hasOS                               bool
-	osName, osVersion, osKernel, osArch *string
-	ips, macs, facts                    *string
-}
-
-func telemetryValuesOf(t *Telemetry) (telemetryValues, error) {
-	v := telemetryValues{hasOS: t.OS != nil}
-	if t.OS != nil {
-		v.osName, v.osVersion, v.osKernel, v.osArch = t.OS.Name, t.OS.Version, t.OS.Kernel, t.OS.Arch
-	}
-	var err error
-	if v.ips, err = optJSON(t.IPAddresses); err != nil {
-		return v, err
-	}
-	if v.macs, err = optJSON(t.MACAddresses); err != nil {
-		return v, err
-	}
-	if t.Facts != nil {
-		b, err := json.Marshal(t.Facts)
-		if err != nil {
-			return v, err
-		}
-		s := string(b)
-		v.facts = &s
-	}
-	return v, nil
-}
-
-func (v telemetryValues) upsertArgs(tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) []any {
-	return []any{assetID, tenantID, t.SiteID, agentID, t.Hostname, v.osName, v.osVersion, v.osKernel, v.osArch,
-		v.ips, v.macs, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, v.facts, occurredAt, occurredAt,
-		t.HostnameReported, v.hasOS, v.hasOS, v.hasOS, v.hasOS, v.ips, v.macs, v.facts}
-}
-
-// ApplyDiscovered creates the asset if it does not exist yet (used by rebuild; on the live
-// path ApplyTelemetry has already created it).
-func (p *Projector) ApplyDiscovered(ctx context.Context, tx Execer, tenantID, assetID, agentID string, occurredAt int64, t *Telemetry) error {
-	_, err := tx.ExecContext(ctx, p.insertDiscovered, assetID, tenantID, t.SiteID, agentID, t.Hostname, occurredAt, occurredAt)
-	return err
-}
-
-// ApplyEnrolled moves an existing asset to the identity that now owns it.
-func (p *Projector) ApplyEnrolled(ctx context.Context, tx Execer, tenantID, assetID, agentID string, e *Enrolled) error {
-	_, err := tx.ExecContext(ctx, p.moveAsset, e.SiteID, agentID, tenantID, assetID)
-	return err
-}
-
-func optJSON(v *[]string) (*string, error) {
-	if v == nil {
-		return nil, nil
-	}
-	list := *v
-	if list == nil {
-		list = []string{}
-	}
-	b, err := json.Marshal(list)
-	if err != nil {
-		return nil, err
-	}
-	s := string(b)
-	return &s, nil
+	return l
 }

@@ -13,49 +13,97 @@ import (
 )
 
 type assetRow struct {
-	bun.BaseModel  `bun:"table:assets"`
-	ID             string   `bun:"id,pk"`
-	TenantID       string   `bun:"tenant_id"`
-	SiteID         string   `bun:"site_id"`
-	AgentID        string   `bun:"agent_id"`
-	Hostname       string   `bun:"hostname"`
-	OSName         *string  `bun:"os_name"`
-	OSVersion      *string  `bun:"os_version"`
-	OSKernel       *string  `bun:"os_kernel"`
-	OSArch         *string  `bun:"os_arch"`
-	IPAddresses    string   `bun:"ip_addresses"`
-	MACAddresses   string   `bun:"mac_addresses"`
-	CPUCount       *int     `bun:"cpu_count"`
-	MemoryBytes    *float64 `bun:"memory_bytes"`
-	UptimeSeconds  *float64 `bun:"uptime_seconds"`
-	Facts          string   `bun:"facts"`
-	FirstSeenAt    int64    `bun:"first_seen_at"`
-	LastSeenAt     int64    `bun:"last_seen_at"`
-	HeartbeatCount int64    `bun:"heartbeat_count"`
+	bun.BaseModel `bun:"table:assets,alias:a"`
+	ID            string   `bun:"id,pk"`
+	Ref           int64    `bun:"ref"`
+	TenantID      string   `bun:"tenant_id"`
+	SiteID        string   `bun:"site_id"`
+	AgentID       string   `bun:"agent_id"`
+	Hostname      string   `bun:"hostname"`
+	AgentVersion  *string  `bun:"agent_version"`
+	OSName        *string  `bun:"os_name"`
+	OSVersion     *string  `bun:"os_version"`
+	OSKernel      *string  `bun:"os_kernel"`
+	OSArch        *string  `bun:"os_arch"`
+	IPAddresses   string   `bun:"ip_addresses"`
+	MACAddresses  string   `bun:"mac_addresses"`
+	CPUCount      *int     `bun:"cpu_count"`
+	MemoryBytes   *float64 `bun:"memory_bytes"`
+	Facts         string   `bun:"facts"`
+	BootTime      *int64   `bun:"boot_time"`
+	FirstSeenAt   int64    `bun:"first_seen_at"`
+
+	// From asset_liveness (assetSelect).
+	LastSeenAt     *int64 `bun:"last_seen_at,scanonly"`
+	HeartbeatCount *int64 `bun:"heartbeat_count,scanonly"`
 }
 
-func (r *assetRow) toDomain(onlineSince int64) *domain.Asset {
-	a := &domain.Asset{ID: r.ID, TenantID: r.TenantID, SiteID: r.SiteID, AgentID: r.AgentID, Hostname: r.Hostname,
-		CPUCount: r.CPUCount, MemoryBytes: r.MemoryBytes, UptimeSeconds: r.UptimeSeconds,
-		FirstSeenAt: FromMicros(r.FirstSeenAt), LastSeenAt: FromMicros(r.LastSeenAt),
-		HeartbeatCount: int(r.HeartbeatCount), Online: r.LastSeenAt > onlineSince}
+// assetSelect selects assets with their liveness.
+func assetSelect(db bun.IDB, model any) *bun.SelectQuery {
+	return db.NewSelect().Model(model).ColumnExpr("a.*").ColumnExpr("l.last_seen_at, l.heartbeat_count").
+		Join("LEFT JOIN asset_liveness AS l ON l.asset_ref = a.ref")
+}
+
+// snapshot decodes the stored inventory. Its JSON columns are only ever written from encoded
+// values, so an error here means a damaged row, and it is reported rather than hidden.
+func (r *assetRow) snapshot() (projection.Snapshot, error) {
+	snap := projection.Snapshot{Hostname: r.Hostname, AgentVersion: r.AgentVersion, CPUCount: r.CPUCount,
+		MemoryBytes: r.MemoryBytes, BootTime: r.BootTime}
 	if r.OSName != nil || r.OSVersion != nil || r.OSKernel != nil || r.OSArch != nil {
-		a.OS = &domain.OperatingSystem{Name: r.OSName, Version: r.OSVersion, Kernel: r.OSKernel, Arch: r.OSArch}
+		snap.OS = &domain.OperatingSystem{Name: r.OSName, Version: r.OSVersion, Kernel: r.OSKernel, Arch: r.OSArch}
 	}
-	// These columns are only ever written by the projector from encoded values.
-	_ = json.Unmarshal([]byte(r.IPAddresses), &a.IPAddresses)
-	_ = json.Unmarshal([]byte(r.MACAddresses), &a.MACAddresses)
-	_ = json.Unmarshal([]byte(r.Facts), &a.Facts)
-	if a.IPAddresses == nil {
-		a.IPAddresses = []string{}
+	for _, c := range []struct {
+		col string
+		dst any
+	}{{r.IPAddresses, &snap.IPAddresses}, {r.MACAddresses, &snap.MACAddresses}, {r.Facts, &snap.Facts}} {
+		if err := json.Unmarshal([]byte(c.col), c.dst); err != nil {
+			return snap, fmt.Errorf("asset %s: %w", r.ID, err)
+		}
 	}
-	if a.MACAddresses == nil {
-		a.MACAddresses = []string{}
+	if snap.IPAddresses == nil {
+		snap.IPAddresses = []string{}
 	}
-	if a.Facts == nil {
-		a.Facts = map[string]any{}
+	if snap.MACAddresses == nil {
+		snap.MACAddresses = []string{}
 	}
-	return a
+	if snap.Facts == nil {
+		snap.Facts = map[string]any{}
+	}
+	return snap, nil
+}
+
+func (r *assetRow) toDomain(onlineSince int64) (*domain.Asset, error) {
+	snap, err := r.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	a := &domain.Asset{ID: r.ID, TenantID: r.TenantID, SiteID: r.SiteID, AgentID: r.AgentID, Hostname: snap.Hostname,
+		OS: snap.OS, IPAddresses: snap.IPAddresses, MACAddresses: snap.MACAddresses, CPUCount: snap.CPUCount,
+		MemoryBytes: snap.MemoryBytes, Facts: snap.Facts, FirstSeenAt: FromMicros(r.FirstSeenAt)}
+	a.LastSeenAt = a.FirstSeenAt
+	if r.LastSeenAt != nil {
+		a.LastSeenAt, a.Online = FromMicros(*r.LastSeenAt), *r.LastSeenAt > onlineSince
+	}
+	if r.HeartbeatCount != nil {
+		a.HeartbeatCount = int(*r.HeartbeatCount)
+	}
+	if r.BootTime != nil && r.LastSeenAt != nil && *r.LastSeenAt >= *r.BootTime {
+		up := float64(*r.LastSeenAt-*r.BootTime) / 1e6
+		a.UptimeSeconds = &up
+	}
+	return a, nil
+}
+
+func assetsToDomain(rows []assetRow, onlineSince int64) ([]*domain.Asset, error) {
+	out := make([]*domain.Asset, len(rows))
+	for i := range rows {
+		a, err := rows[i].toDomain(onlineSince)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = a
+	}
+	return out, nil
 }
 
 // AssetFilter narrows an asset listing. OnlineSince is the unix-microsecond instant after
@@ -69,18 +117,18 @@ type AssetFilter struct {
 
 func (f AssetFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 	if f.SiteID != nil {
-		q = q.Where("site_id = ?", *f.SiteID)
+		q = q.Where("a.site_id = ?", *f.SiteID)
 	}
 	if f.Online != nil {
 		if *f.Online {
-			q = q.Where("last_seen_at > ?", f.OnlineSince)
+			q = q.Where("l.last_seen_at > ?", f.OnlineSince)
 		} else {
-			q = q.Where("last_seen_at <= ?", f.OnlineSince)
+			q = q.Where("(l.last_seen_at IS NULL OR l.last_seen_at <= ?)", f.OnlineSince)
 		}
 	}
 	if f.HostnameContains != nil {
 		// LIKE with the pattern characters escaped, so the input is matched literally.
-		q = q.Where("LOWER(hostname) LIKE ? ESCAPE '\\'", "%"+escapeLike(strings.ToLower(*f.HostnameContains))+"%")
+		q = q.Where("LOWER(a.hostname) LIKE ? ESCAPE '\\'", "%"+escapeLike(strings.ToLower(*f.HostnameContains))+"%")
 	}
 	return q
 }
@@ -92,38 +140,65 @@ func escapeLike(s string) string {
 // Assets lists the tenant's assets by id after afterID, up to limit+1 rows.
 func (s *Store) Assets(ctx context.Context, tenantID string, f AssetFilter, afterID string, limit int) ([]*domain.Asset, error) {
 	var rows []assetRow
-	q := f.apply(s.R.NewSelect().Model(&rows).Where("tenant_id = ?", tenantID))
+	q := f.apply(assetSelect(s.R, &rows).Where("a.tenant_id = ?", tenantID))
 	if afterID != "" {
-		q = q.Where("id > ?", afterID)
+		q = q.Where("a.id > ?", afterID)
 	}
-	if err := q.Order("id").Limit(int64(limit) + 1).Scan(ctx); err != nil {
+	if err := q.Order("a.id").Limit(int64(limit) + 1).Scan(ctx); err != nil {
 		return nil, mapErr(err)
 	}
-	out := make([]*domain.Asset, len(rows))
-	for i := range rows {
-		out[i] = rows[i].toDomain(f.OnlineSince)
-	}
-	return out, nil
+	out, err := assetsToDomain(rows, f.OnlineSince)
+	return out, mapErr(err)
 }
 
-// CountAssets counts the tenant's assets matching f.
+// CountAssets counts the tenant's assets matching f from indexes: the assets' own for all of
+// them, the liveness index for the online ones (and so the offline ones, as the difference).
+// Only a hostname filter has to read rows.
 func (s *Store) CountAssets(ctx context.Context, tenantID string, f AssetFilter) (int, error) {
-	n, err := f.apply(s.R.NewSelect().Model((*assetRow)(nil)).Where("tenant_id = ?", tenantID)).Count(ctx)
+	if f.HostnameContains != nil {
+		n, err := f.apply(s.R.NewSelect().Model((*assetRow)(nil)).Join("LEFT JOIN asset_liveness AS l ON l.asset_ref = a.ref").
+			Where("a.tenant_id = ?", tenantID)).Count(ctx)
+		return int(n), mapErr(err)
+	}
+	q := s.R.NewSelect().Model((*assetRow)(nil)).Where("a.tenant_id = ?", tenantID)
+	if f.SiteID != nil {
+		q = q.Where("a.site_id = ?", *f.SiteID)
+	}
+	n, err := q.Count(ctx)
+	total := int(n)
+	if err != nil || f.Online == nil {
+		return total, mapErr(err)
+	}
+	online, err := s.countOnline(ctx, tenantID, f.SiteID, f.OnlineSince)
+	if err != nil {
+		return 0, err
+	}
+	if *f.Online {
+		return online, nil
+	}
+	return total - online, nil
+}
+
+// countOnline counts the assets seen after onlineSince from the liveness index alone.
+func (s *Store) countOnline(ctx context.Context, tenantID string, siteID *string, onlineSince int64) (int, error) {
+	q := s.R.NewSelect().TableExpr("asset_liveness AS l").
+		Where("l.tenant_ref = (SELECT ref FROM tenants WHERE id = ?)", tenantID).Where("l.last_seen_at > ?", onlineSince)
+	if siteID != nil {
+		q = q.Where("l.site_ref = (SELECT ref FROM sites WHERE tenant_id = ? AND id = ?)", tenantID, *siteID)
+	}
+	n, err := q.Count(ctx)
 	return int(n), mapErr(err)
 }
 
 // AssetsByID loads assets of one tenant by id.
 func (s *Store) AssetsByID(ctx context.Context, tenantID string, ids []string, onlineSince int64) ([]*domain.Asset, error) {
 	var rows []assetRow
-	err := s.R.NewSelect().Model(&rows).Where("tenant_id = ? AND id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
+	err := assetSelect(s.R, &rows).Where("a.tenant_id = ? AND a.id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	out := make([]*domain.Asset, len(rows))
-	for i := range rows {
-		out[i] = rows[i].toDomain(onlineSince)
-	}
-	return out, nil
+	out, err := assetsToDomain(rows, onlineSince)
+	return out, mapErr(err)
 }
 
 // Count is one group of an aggregate.
@@ -164,27 +239,28 @@ func (s *Store) FleetSummary(ctx context.Context, tenantID string, siteID *strin
 	if err := group((*identityRow)(nil), "agent_version", &out.ByAgentVersion); err != nil {
 		return nil, mapErr(err)
 	}
-	var totals struct {
-		Total  int `bun:"total"`
-		Online int `bun:"online"`
-	}
-	err := site(s.R.NewSelect().Model((*assetRow)(nil))).
-		ColumnExpr("COUNT(*) AS total, COALESCE(SUM(CASE WHEN last_seen_at > ? THEN 1 ELSE 0 END), 0) AS online", onlineSince).
-		Scan(ctx, &totals)
+	total, err := site(s.R.NewSelect().Model((*assetRow)(nil))).Count(ctx)
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	out.TotalAssets, out.Online = totals.Total, totals.Online
+	out.TotalAssets = int(total)
+	if out.Online, err = s.countOnline(ctx, tenantID, siteID, onlineSince); err != nil {
+		return nil, err
+	}
 	return &out, nil
 }
 
-// RebuildProjections empties the asset read model and replays the whole event log into it,
-// in id order, in one transaction: readers see the old model until the new one is complete.
+// RebuildProjections empties the asset inventory and replays the lifecycle events into it, in
+// id order, in one transaction: readers see the old model until the new one is complete. The
+// inventory is rebuilt from asset.discovered (the first inventory), asset.inventory.changed
+// (every later change, with its new value) and agent.enrolled (a re-enrolled machine's asset
+// follows its new identity). Liveness (last seen, heartbeat count) is not derived from events
+// that retention prunes, so it is kept as it is.
 func (s *Store) RebuildProjections(ctx context.Context) (events int, err error) {
 	err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if s.Dialect == Postgres {
 			// Heartbeats committing meanwhile wait for the new model instead of being lost from
-			// it or counted twice; readers keep reading the old one. (SQLite has one writer.)
+			// it; readers keep reading the old one. (SQLite has one writer.)
 			if _, err := tx.ExecContext(ctx, "LOCK TABLE assets IN EXCLUSIVE MODE"); err != nil {
 				return err
 			}
@@ -197,7 +273,7 @@ func (s *Store) RebuildProjections(ctx context.Context) (events int, err error) 
 		for {
 			var rows []eventRow
 			q := tx.NewSelect().Model(&rows).Where("type IN (?)", bun.In([]string{
-				domain.EventAssetDiscovered, domain.EventTelemetryReceived, domain.EventAgentEnrolled}))
+				domain.EventAssetDiscovered, domain.EventInventoryChanged, domain.EventAgentEnrolled}))
 			if after != "" {
 				q = q.Where("id > ?", after)
 			}
@@ -223,26 +299,38 @@ func (s *Store) replay(ctx context.Context, tx bun.Tx, r *eventRow) error {
 	if r.AssetID == nil || r.AgentID == nil {
 		return nil
 	}
-	ptx := &preparedTx{tx: tx.Tx, cache: s.stmts}
+	var ident identityRow
+	if err := tx.NewSelect().Model(&ident).Column("ref", "asset_ref", "site_id").
+		Where("tenant_id = ? AND agent_id = ?", r.TenantID, *r.AgentID).Scan(ctx); err != nil {
+		return err
+	}
 	switch r.Type {
 	case domain.EventAgentEnrolled:
 		var e projection.Enrolled
 		if err := json.Unmarshal([]byte(r.Payload), &e); err != nil {
 			return err
 		}
-		return s.proj.ApplyEnrolled(ctx, ptx, r.TenantID, *r.AssetID, *r.AgentID, &e)
+		_, err := tx.NewUpdate().Model((*assetRow)(nil)).Set("site_id = ?", e.SiteID).Set("agent_id = ?", *r.AgentID).
+			Where("tenant_id = ? AND id = ?", r.TenantID, *r.AssetID).Exec(ctx)
+		return err
 	case domain.EventAssetDiscovered:
-		var t projection.Telemetry
-		if err := json.Unmarshal([]byte(r.Payload), &t); err != nil {
+		snap := projection.New("", &projection.Report{})
+		if err := json.Unmarshal([]byte(r.Payload), &snap); err != nil {
 			return err
 		}
-		return s.proj.ApplyDiscovered(ctx, ptx, r.TenantID, *r.AssetID, *r.AgentID, r.OccurredAt, &t)
-	case domain.EventTelemetryReceived:
-		var t projection.Telemetry
-		if err := json.Unmarshal([]byte(r.Payload), &t); err != nil {
+		_, err := tx.Tx.ExecContext(ctx, s.hb.insertAsset, append([]any{*r.AssetID, ident.AssetRef, r.TenantID, ident.SiteID,
+			*r.AgentID, r.OccurredAt}, snapshotArgs(&snap)...)...)
+		return err
+	case domain.EventInventoryChanged:
+		old, err := s.assetSnapshot(ctx, tx.Tx, r.TenantID, ident.AssetRef)
+		if err != nil {
 			return err
 		}
-		_, err := s.proj.ApplyTelemetry(ctx, ptx, r.TenantID, *r.AssetID, *r.AgentID, r.OccurredAt, &t)
+		snap, err := old.ApplyChanges([]byte(r.Payload))
+		if err != nil {
+			return err
+		}
+		_, err = tx.Tx.ExecContext(ctx, s.hb.updateAsset, append(snapshotArgs(&snap), ident.AssetRef, r.TenantID)...)
 		return err
 	}
 	return nil

@@ -111,7 +111,7 @@ func (r *collectorRow) toDomain() *domain.Collector {
 func (s *Store) CreateTenant(ctx context.Context, t *domain.Tenant) error {
 	row := &tenantRow{ID: t.ID, Name: t.Name, Slug: t.Slug, CreatedAt: Micros(t.CreatedAt)}
 	return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewInsert().Model(row).Exec(ctx)
+		_, err := tx.NewInsert().Model(row).Value("ref", s.newRef("tenants")).Exec(ctx)
 		return err
 	})
 }
@@ -198,7 +198,7 @@ func (s *Store) PrincipalsByID(ctx context.Context, tenantID string, ids []strin
 func (s *Store) CreateSite(ctx context.Context, site *domain.Site) error {
 	row := &siteRow{ID: site.ID, TenantID: site.TenantID, Name: site.Name, CreatedAt: Micros(site.CreatedAt)}
 	return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewInsert().Model(row).Exec(ctx)
+		_, err := tx.NewInsert().Model(row).Value("ref", s.newRef("sites")).Exec(ctx)
 		return err
 	})
 }

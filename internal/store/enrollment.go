@@ -188,7 +188,7 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrol
 			return err
 		}
 		if len(previous) > 0 {
-			id.AssetID = previous[0].AssetID
+			id.AssetID, id.AssetRef = previous[0].AssetID, previous[0].AssetRef
 			reenrolled = true
 		}
 		for _, old := range previous {
@@ -201,7 +201,10 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrol
 			if n, _ := res.RowsAffected(); n == 0 {
 				continue // already revoked: nothing changes, no event
 			}
-			if err := appendEvent(ctx, tx, &domain.Event{ID: ids.New(), TenantID: old.TenantID, Type: domain.EventAgentRevoked,
+			if err := releaseLiveness(ctx, tx, old.TenantID, old.AgentID); err != nil {
+				return err
+			}
+			if err := appendEvent(ctx, tx, &domain.Event{ID: ids.At(e.Now), TenantID: old.TenantID, Type: domain.EventAgentRevoked,
 				AssetID: &old.AssetID, AgentID: &old.AgentID, ActorID: &e.Principal.ID, OccurredAt: e.Now,
 				Payload: mustJSON(struct {
 					Reason       string `json:"reason"`
@@ -224,13 +227,19 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrol
 		optMicros(e.Token.ExpiresAt), now); err != nil {
 		return err
 	}
+	if err := ptx.QueryRowContext(ctx, st.nextIdentityRef).Scan(&id.Ref); err != nil {
+		return err
+	}
+	if !reenrolled {
+		id.AssetRef = id.Ref // a new asset's ref is its first identity's
+	}
 	if _, err := ptx.ExecContext(ctx, st.insertIdentity, id.AgentID, id.TenantID, id.SiteID, id.CollectorID, id.AssetID,
-		id.MachineID, string(id.Status), id.Hostname, id.AgentVersion, sa.ID, tok.ID, now, now); err != nil {
+		id.MachineID, string(id.Status), id.Hostname, id.AgentVersion, sa.ID, tok.ID, now, now, id.Ref, id.AssetRef); err != nil {
 		return err
 	}
 	enrolled := projection.Enrolled{SiteID: id.SiteID, CollectorID: id.CollectorID, MachineID: id.MachineID,
 		Hostname: id.Hostname, AgentVersion: id.AgentVersion, EnrollmentTokenID: tok.ID, Superseded: superseded}
-	if _, err := ptx.ExecContext(ctx, st.insertEvent, ids.New(), id.TenantID, domain.EventAgentEnrolled, id.AssetID,
+	if _, err := ptx.ExecContext(ctx, st.insertEvent, ids.At(e.Now), id.TenantID, domain.EventAgentEnrolled, id.AssetID,
 		id.AgentID, sa.ID, now, string(mustJSON(struct {
 			projection.Enrolled
 			actorPayload
@@ -251,38 +260,48 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrol
 	}
 	// The machine's asset (if it has appeared) follows the new identity, even when the previous
 	// identity had already been revoked by an admin.
-	return s.proj.ApplyEnrolled(ctx, ptx, id.TenantID, id.AssetID, id.AgentID, &enrolled)
+	if _, err := ptx.ExecContext(ctx, st.moveAsset, id.SiteID, id.AgentID, id.TenantID, id.AssetID); err != nil {
+		return err
+	}
+	_, err = ptx.ExecContext(ctx, st.moveLiveness, id.TenantID, id.SiteID, id.AssetRef)
+	return err
 }
 
 // enrollStatements are the statements of an enrollment, prepared once like the heartbeat's
 // (an enrollment storm goes through the same single writer).
 type enrollStatements struct {
 	useToken, machineIdentities, insertPrincipal, insertToken, insertIdentity, insertEvent string
+	nextIdentityRef, moveAsset, moveLiveness                                                string
 }
 
-func newEnrollStatements(rebind func(string) string) *enrollStatements {
+func newEnrollStatements(rebind func(string) string, newRef func(table string) string) *enrollStatements {
 	return &enrollStatements{
 		// The use is taken only while uses < max_uses: N concurrent enrollments on a token of K
 		// uses take exactly min(N, K).
 		useToken: rebind(`UPDATE enrollment_tokens SET uses = uses + 1
   WHERE token_hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses
   RETURNING id, tenant_id, site_id, collector_id, created_by`),
-		machineIdentities: rebind(`SELECT agent_id, tenant_id, asset_id, status FROM agent_identities
+		machineIdentities: rebind(`SELECT agent_id, tenant_id, asset_id, asset_ref, status FROM agent_identities
   WHERE tenant_id = ? AND machine_id = ? ORDER BY enrolled_at DESC`),
 		insertPrincipal: rebind(`INSERT INTO principals (id, tenant_id, kind, role, name, actor_kind, actor_id, created_at)
   VALUES (?, ?, ?, NULL, ?, ?, ?, ?)`),
 		insertToken: rebind(`INSERT INTO api_tokens (id, tenant_id, principal_id, token_hash, prefix, expires_at, created_at)
   VALUES (?, ?, ?, ?, ?, ?, ?)`),
 		insertIdentity: rebind(`INSERT INTO agent_identities (agent_id, tenant_id, site_id, collector_id, asset_id, machine_id,
-  status, hostname, agent_version, principal_id, enrollment_token_id, enrolled_at, activity_at)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+  status, hostname, agent_version, principal_id, enrollment_token_id, enrolled_at, activity_at, ref, asset_ref)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		nextIdentityRef: "SELECT " + newRef("agent_identities"),
+		// A re-enrolled machine's asset (if it has appeared) follows the new identity and site.
+		moveAsset:    rebind(`UPDATE assets SET site_id = ?, agent_id = ? WHERE tenant_id = ? AND id = ?`),
+		moveLiveness: rebind(`UPDATE asset_liveness SET site_ref = (SELECT ref FROM sites WHERE tenant_id = ? AND id = ?) WHERE asset_ref = ?`),
 		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 	}
 }
 
 func (e *enrollStatements) all() []string {
-	return []string{e.useToken, e.machineIdentities, e.insertPrincipal, e.insertToken, e.insertIdentity, e.insertEvent}
+	return []string{e.useToken, e.machineIdentities, e.insertPrincipal, e.insertToken, e.insertIdentity, e.insertEvent,
+		e.nextIdentityRef, e.moveAsset, e.moveLiveness}
 }
 
 // machineIdentities lists a machine's identities in a tenant, newest first.
@@ -296,7 +315,7 @@ func (s *Store) machineIdentities(ctx context.Context, ptx *preparedTx, tenantID
 	for rows.Next() {
 		var id domain.AgentIdentity
 		var status string
-		if err := rows.Scan(&id.AgentID, &id.TenantID, &id.AssetID, &status); err != nil {
+		if err := rows.Scan(&id.AgentID, &id.TenantID, &id.AssetID, &id.AssetRef, &status); err != nil {
 			return nil, err
 		}
 		id.Status = domain.AgentStatus(status)

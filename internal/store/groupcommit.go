@@ -57,7 +57,7 @@ type committer struct {
 
 func (s *Store) startCommitter(ctx context.Context) error {
 	s.stmts = &stmtCache{db: s.W.DB}
-	all := append(append(s.hb.all(), s.enr.all()...), s.proj.Statements()...)
+	all := append(s.hb.all(s.Dialect), s.enr.all()...)
 	if err := s.stmts.prepare(ctx, all...); err != nil {
 		return err
 	}

@@ -3,7 +3,10 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -16,17 +19,15 @@ import (
 // HeartbeatWrite is an accepted-so-far heartbeat: every check that needs no write has passed
 // and every value is valid, so no statement of it can fail on bad input.
 type HeartbeatWrite struct {
-	TenantID     string
-	AgentID      string
-	AssetID      string
-	PrincipalID  string
-	HeartbeatID  string
-	RequestHash  string
-	ReceivedAt   time.Time
-	Hostname     *string // identity refresh, where given
-	AgentVersion *string
-	Payload      []byte                // the asset.telemetry.received payload (JSON of Telemetry)
-	Telemetry    *projection.Telemetry // the same, decoded, for the projector
+	Identity    *domain.AgentIdentity // as the caller checked it (refs included)
+	PrincipalID string
+	Relayed     bool // sent by the identity's collector rather than the agent itself
+	HeartbeatID string
+	RequestHash [16]byte
+	ReceivedAt  time.Time
+	SentAt      *time.Time
+	Report      *projection.Report
+	ReportHash  int64 // Report.Hash()
 }
 
 // HeartbeatOutcome says what became of a HeartbeatWrite.
@@ -35,103 +36,199 @@ type HeartbeatOutcome struct {
 	Duplicate bool
 	// Conflict: this heartbeat_id was accepted before with other content; nothing written.
 	Conflict bool
-	// Refused: the identity left ENROLLED/ACTIVE after it was checked; Status says where to.
+	// Refused: the identity cannot submit (revoked or stale since it was checked); Status says
+	// what it is.
 	Refused bool
 	Status  domain.AgentStatus
 	// ReceivedAt is when the heartbeat (or, for a duplicate, the original) was received.
 	ReceivedAt time.Time
 	Discovered bool
+	// InventoryChanged: the heartbeat changed the asset's inventory (an asset.inventory.changed
+	// event was appended).
+	InventoryChanged bool
 }
 
-// ActivityResolution is how far an ACTIVE identity's activity_at (the indexed clock the stale
-// sweeper scans) may lag its last accepted heartbeat. last_seen_at is always exact, and the
-// sweeper checks it too, so the lag never makes an identity stale early.
-const ActivityResolution = time.Minute
-
+// Two roads for a heartbeat. The fast path is the common case: the identity is the asset's
+// current ACTIVE identity (asset_liveness.agent_ref) and the inventory report hashes the same
+// as the last one, so the heartbeat appends one row to the log and bumps the narrow liveness
+// row, and nothing else. Everything else (a first heartbeat, a changed inventory, a reboot, a
+// repeat, a refusal) takes the slow path, which reads the identity and the asset and decides.
+// A revocation, supersession or stale sweep clears agent_ref under the liveness row's lock,
+// so an identity that may no longer submit can never take the fast path.
 type heartbeatStatements struct {
-	insertEvent, selectHash, touchIdentity, refreshIdentity, activateIdentity, deleteEvent, selectStatus, insertDiscovered string
-	// oneStatement is the whole write of one heartbeat as one PostgreSQL statement ("" on SQLite).
-	oneStatement string
+	// SQLite: the fast path as two statements on the single writer.
+	fastLiveness, insertLog string
+	// PostgreSQL: the fast path as one statement, pipelined with the rest of its batch.
+	pgFast string
+	// The slow path.
+	identity, insertLogOnce, selectHash, liveness, asset, insertAsset, updateAsset,
+	insertLiveness, updateLiveness, freezeIdentity, activate, refreshIdentity, insertEvent string
 }
 
-// pgHeartbeat is a whole heartbeat as one PostgreSQL statement, so that the committer can send
-// a batch of them in one round trip (runPipeline). It locks the identity first and writes only
-// if it is ENROLLED or ACTIVE: a revocation committed meanwhile is seen by the lock, and one
-// still running makes this statement wait for it. Then data-modifying WITH clauses chain the
-// event (its unique key settles repeats: nothing else is written), the identity, the projection
-// (the projector's own upsert as INSERT ... SELECT ... FROM ident) and the discovery event.
-// The counts it returns tell the caller which case it was; repeats and refusals are answered
-// by reads after the commit (pgFollowUp). PostgreSQL updates the identity in place, without
-// touching its eight indexes (a HOT update), when no indexed value changes: status mostly
-// stays ACTIVE, and activity_at moves once per ActivityResolution.
-var pgHeartbeat = `WITH live AS (
-  SELECT agent_id FROM agent_identities
-  WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE')
-  FOR UPDATE
-), ev AS (
-  INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload, heartbeat_id, request_hash)
-  SELECT ?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ? FROM live
-  ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING
-  RETURNING id
-), ident AS (
-  UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?,
-    activity_at = CASE WHEN activity_at < ? THEN ? ELSE activity_at END,
-    hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
-  WHERE agent_id = ? AND tenant_id = ? AND status IN ('ENROLLED', 'ACTIVE') AND EXISTS (SELECT 1 FROM ev)
-  RETURNING agent_id
-), asset AS (
-` + projection.TelemetryUpsertFrom("ident") + `
-), disc AS (
-  INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
-  SELECT ?, ?, 'asset.discovered', ?, ?, ?, ?, ? FROM asset WHERE heartbeat_count = 1
-  RETURNING id
+const (
+	logColumns       = `tenant_ref, agent_ref, relayed, received_at, sent_at, heartbeat_id, request_hash`
+	assetInvColumns  = `hostname, agent_version, os_name, os_version, os_kernel, os_arch, ip_addresses, mac_addresses, cpu_count, memory_bytes, facts, boot_time`
+	livenessFastCond = `asset_ref = ? AND agent_ref = ? AND inventory_hash = ? AND (? OR boot_time BETWEEN ? AND ?)`
 )
-SELECT (SELECT count(*) FROM live), (SELECT count(*) FROM ev), (SELECT count(*) FROM ident),
-  COALESCE((SELECT heartbeat_count FROM asset), 0)`
 
 func newHeartbeatStatements(d Dialect, rebind func(string) string) *heartbeatStatements {
-	h := &heartbeatStatements{
-		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at,
-  payload, heartbeat_id, request_hash) VALUES (?, ?, 'asset.telemetry.received', ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (agent_id, heartbeat_id) WHERE heartbeat_id IS NOT NULL DO NOTHING`),
-		selectHash: rebind(`SELECT request_hash, occurred_at FROM events WHERE agent_id = ? AND heartbeat_id = ?`),
-		// The identity's update is guarded by its status, so a revocation that raced the check
-		// wins. SQLite rewrites every index on an assigned column, so the common case assigns
-		// only unindexed ones: an ACTIVE identity keeps its status, and its indexed activity_at
-		// (the sweeper's clock) moves only when it is ActivityResolution old. activateIdentity
-		// is the first heartbeat after enrollment or reactivation.
-		touchIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ?,
-  hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
-WHERE agent_id = ? AND tenant_id = ? AND status = 'ACTIVE' AND activity_at >= ?`),
-		refreshIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ?, activity_at = ?,
-  hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
-WHERE agent_id = ? AND tenant_id = ? AND status = 'ACTIVE'`),
-		activateIdentity: rebind(`UPDATE agent_identities SET status = 'ACTIVE', last_seen_at = ?, activity_at = ?,
-  hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
-WHERE agent_id = ? AND tenant_id = ? AND status = 'ENROLLED'`),
-		deleteEvent:  rebind(`DELETE FROM events WHERE tenant_id = ? AND id = ?`),
-		selectStatus: rebind(`SELECT status FROM agent_identities WHERE agent_id = ? AND tenant_id = ?`),
-		insertDiscovered: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at,
-  payload) VALUES (?, ?, 'asset.discovered', ?, ?, ?, ?, ?)`),
-	}
+	lock := ""
 	if d == Postgres {
-		h.oneStatement = rebind(pgHeartbeat)
+		lock = " FOR UPDATE"
+	}
+	h := &heartbeatStatements{
+		fastLiveness: rebind(`UPDATE asset_liveness SET
+  last_seen_at = CASE WHEN last_seen_at < ? THEN ? ELSE last_seen_at END,
+  last_sent_at = CASE WHEN last_sent_at IS NULL OR last_sent_at < ? THEN ? ELSE last_sent_at END,
+  heartbeat_count = heartbeat_count + 1
+WHERE ` + livenessFastCond + `
+  AND NOT EXISTS (SELECT 1 FROM heartbeats WHERE agent_ref = ? AND heartbeat_id = ?)`),
+		insertLog: rebind(`INSERT INTO heartbeats (` + logColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		pgFast: rebind(`WITH ok AS (
+  SELECT asset_ref FROM asset_liveness WHERE ` + livenessFastCond + ` FOR UPDATE
+), log AS (
+  INSERT INTO heartbeats (` + logColumns + `) SELECT ?, ?, ?, ?, ?, ?, ? FROM ok
+  ON CONFLICT (agent_ref, heartbeat_id) DO NOTHING
+  RETURNING seq
+), lv AS (
+  UPDATE asset_liveness SET last_seen_at = GREATEST(last_seen_at, ?),
+    last_sent_at = GREATEST(last_sent_at, ?), heartbeat_count = heartbeat_count + 1
+  WHERE asset_ref = ? AND EXISTS (SELECT 1 FROM log)
+  RETURNING asset_ref
+)
+SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM log), (SELECT count(*) FROM lv)`),
+
+		identity:      rebind(`SELECT status FROM agent_identities WHERE agent_id = ? AND tenant_id = ?` + lock),
+		insertLogOnce: rebind(`INSERT INTO heartbeats (` + logColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_ref, heartbeat_id) DO NOTHING`),
+		selectHash:    rebind(`SELECT request_hash, received_at FROM heartbeats WHERE agent_ref = ? AND heartbeat_id = ?`),
+		liveness: rebind(`SELECT agent_ref, last_seen_at, last_sent_at, inventory_hash, boot_time FROM asset_liveness
+  WHERE asset_ref = ?` + lock),
+		asset: rebind(`SELECT ` + assetInvColumns + ` FROM assets WHERE ref = ? AND tenant_id = ?`),
+		insertAsset: rebind(`INSERT INTO assets (id, ref, tenant_id, site_id, agent_id, first_seen_at, ` + assetInvColumns + `)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		updateAsset: rebind(`UPDATE assets SET hostname = ?, agent_version = ?, os_name = ?, os_version = ?, os_kernel = ?,
+  os_arch = ?, ip_addresses = ?, mac_addresses = ?, cpu_count = ?, memory_bytes = ?, facts = ?, boot_time = ?
+  WHERE ref = ? AND tenant_id = ?`),
+		insertLiveness: rebind(`INSERT INTO asset_liveness (asset_ref, tenant_ref, site_ref, agent_ref, last_seen_at, last_sent_at,
+  heartbeat_count, inventory_hash, boot_time) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)`),
+		updateLiveness: rebind(`UPDATE asset_liveness SET agent_ref = ?, site_ref = ?, last_seen_at = ?, last_sent_at = ?,
+  heartbeat_count = heartbeat_count + 1, inventory_hash = ?, boot_time = ? WHERE asset_ref = ?`),
+		freezeIdentity: rebind(`UPDATE agent_identities SET last_seen_at = ? WHERE ref = ?`),
+		activate: rebind(`UPDATE agent_identities SET status = 'ACTIVE', activity_at = ?
+  WHERE agent_id = ? AND tenant_id = ? AND status = 'ENROLLED'`),
+		refreshIdentity: rebind(`UPDATE agent_identities SET hostname = COALESCE(?, hostname), agent_version = COALESCE(?, agent_version)
+  WHERE agent_id = ? AND tenant_id = ?`),
+		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
 	}
 	return h
 }
 
-// applyHeartbeat writes one heartbeat inside tx on SQLite (PostgreSQL runs pgHeartbeat): the
-// event first (its unique key settles duplicates without writing anything else), then the
-// identity, guarded by its status so a revocation that raced the check still wins, then the
-// projection. It returns an error only for a database failure, which aborts the transaction.
+// all lists the statements a transaction runs, for preparing them once.
+func (h *heartbeatStatements) all(d Dialect) []string {
+	out := []string{h.identity, h.insertLogOnce, h.selectHash, h.liveness, h.asset, h.insertAsset, h.updateAsset,
+		h.insertLiveness, h.updateLiveness, h.freezeIdentity, h.activate, h.refreshIdentity, h.insertEvent}
+	if d == Postgres {
+		return append(out, h.pgFast)
+	}
+	return append(out, h.fastLiveness, h.insertLog)
+}
+
+// fastArgs are the arguments of livenessFastCond.
+func (w *HeartbeatWrite) fastArgs() []any {
+	noBoot, lo, hi := true, int64(0), int64(0)
+	if b := w.Report.BootTime; b != nil {
+		tol := projection.BootTolerance.Microseconds()
+		noBoot, lo, hi = false, *b-tol, *b+tol
+	}
+	return []any{w.Identity.AssetRef, w.Identity.Ref, w.ReportHash, noBoot, lo, hi}
+}
+
+func (w *HeartbeatWrite) logArgs() []any {
+	relayed := 0
+	if w.Relayed {
+		relayed = 1
+	}
+	return []any{w.Identity.TenantRef, w.Identity.Ref, relayed, Micros(w.ReceivedAt), optMicros(w.SentAt), w.HeartbeatID, w.RequestHash[:]}
+}
+
+// sentAt is the heartbeat's sent_at, or its receipt when it has none, for ordering reports.
+func (w *HeartbeatWrite) sentAt() int64 {
+	if w.SentAt != nil {
+		return Micros(*w.SentAt)
+	}
+	return Micros(w.ReceivedAt)
+}
+
+// WriteHeartbeat queues w for the next group commit and waits for its outcome.
+func (s *Store) WriteHeartbeat(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	key := assetKey(w.Identity.AssetRef)
+	if s.Dialect == Postgres {
+		var ok, inserted, updated int64
+		args := append(w.fastArgs(), w.logArgs()...)
+		args = append(args, Micros(w.ReceivedAt), w.sentAt(), w.Identity.AssetRef)
+		job := &writeJob{key: key, pipelined: &pipelinedStatement{query: s.hb.pgFast, args: args,
+			dest: []any{&ok, &inserted, &updated}}}
+		if err := s.inGroupCommit(ctx, job); err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		switch {
+		case ok == 1 && inserted == 1 && updated == 1:
+			return HeartbeatOutcome{ReceivedAt: w.ReceivedAt}, nil
+		case ok == 1 && inserted == 0: // a repeat; the identity may submit (it holds agent_ref)
+			return s.repeated(ctx, s.W.DB, w)
+		case ok == 1:
+			return HeartbeatOutcome{}, fmt.Errorf("heartbeat %s: logged but liveness not updated", w.Identity.AgentID)
+		}
+		// Nothing was written: take the slow path.
+	}
+	var out HeartbeatOutcome
+	err := s.inGroupCommit(ctx, &writeJob{key: key, apply: func(ctx context.Context, _ bun.Tx, tx *preparedTx) error {
+		o, err := s.applyHeartbeat(ctx, tx, w)
+		if err != nil {
+			return fmt.Errorf("heartbeat %s: %w", w.Identity.AgentID, err)
+		}
+		out = o
+		return nil
+	}})
+	return out, err
+}
+
+// assetKey orders a batch's writes by asset (PostgreSQL's lock order; SQLite's page order).
+func assetKey(ref int64) string { return fmt.Sprintf("a%019d", ref) }
+
+// applyHeartbeat writes one heartbeat inside tx: the fast path where it applies (SQLite; on
+// PostgreSQL the caller already tried it), else the slow path. It returns an error only for a
+// database failure, which aborts the transaction.
 func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *HeartbeatWrite) (HeartbeatOutcome, error) {
-	st := s.hb
-	at := Micros(w.ReceivedAt)
-	// Allocated before the telemetry event's id so that, in id order, discovery comes first.
-	discoveredID := ids.New()
-	eventID := ids.New()
-	res, err := tx.ExecContext(ctx, st.insertEvent, eventID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at,
-		string(w.Payload), w.HeartbeatID, w.RequestHash)
+	st, id, at := s.hb, w.Identity, Micros(w.ReceivedAt)
+	if s.Dialect != Postgres {
+		res, err := tx.ExecContext(ctx, st.fastLiveness, append([]any{at, at, w.sentAt(), w.sentAt()},
+			append(w.fastArgs(), id.Ref, w.HeartbeatID)...)...)
+		if err != nil {
+			return HeartbeatOutcome{}, err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return HeartbeatOutcome{}, err
+		} else if n == 1 {
+			if _, err := tx.ExecContext(ctx, st.insertLog, w.logArgs()...); err != nil {
+				return HeartbeatOutcome{}, err
+			}
+			return HeartbeatOutcome{ReceivedAt: w.ReceivedAt}, nil
+		}
+	}
+
+	// The identity's status outranks idempotency (the order of checks), and the caller's view
+	// of it may come from a cache: ask the database, locking the row on PostgreSQL so that a
+	// revocation waits for this heartbeat or this heartbeat sees it.
+	var status string
+	if err := tx.QueryRowContext(ctx, st.identity, id.AgentID, id.TenantID).Scan(&status); err != nil {
+		return HeartbeatOutcome{}, err
+	}
+	if !domain.AgentStatus(status).CanSubmit() {
+		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
+	}
+	res, err := tx.ExecContext(ctx, st.insertLogOnce, w.logArgs()...)
 	if err != nil {
 		return HeartbeatOutcome{}, err
 	}
@@ -140,93 +237,124 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 	} else if n == 0 {
 		return s.repeated(ctx, tx, w)
 	}
-
-	updates := [...]struct {
-		stmt string
-		args []any
-	}{
-		{st.touchIdentity, []any{at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID, at - ActivityResolution.Microseconds()}},
-		{st.refreshIdentity, []any{at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID}},
-		{st.activateIdentity, []any{at, at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID}},
-	}
-	updated := false
-	for _, u := range updates {
-		res, err = tx.ExecContext(ctx, u.stmt, u.args...)
-		if err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		if updated = n == 1; updated {
-			break
+	out := HeartbeatOutcome{ReceivedAt: w.ReceivedAt}
+	if domain.AgentStatus(status) == domain.StatusEnrolled {
+		if _, err := tx.ExecContext(ctx, st.activate, at, id.AgentID, id.TenantID); err != nil {
+			return out, err
 		}
 	}
-	if !updated {
-		return s.refused(ctx, tx, w, eventID)
-	}
-
-	discovered, err := s.proj.ApplyTelemetry(ctx, tx, w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
-	if err != nil {
-		return HeartbeatOutcome{}, err
-	}
-	out := HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: discovered}
-	if out.Discovered {
-		if _, err := tx.ExecContext(ctx, st.insertDiscovered, discoveredID, w.TenantID, w.AssetID, w.AgentID,
-			w.PrincipalID, at, string(w.Payload)); err != nil {
-			return HeartbeatOutcome{}, err
+	if w.Report.Hostname != nil || w.Report.AgentVersion != nil {
+		if _, err := tx.ExecContext(ctx, st.refreshIdentity, w.Report.Hostname, w.Report.AgentVersion, id.AgentID, id.TenantID); err != nil {
+			return out, err
 		}
 	}
-	return out, nil
+	return out, s.projectSlow(ctx, tx, w, &out)
 }
 
-// pgWrite is one heartbeat as pgHeartbeat's arguments and the row it returns.
-type pgWrite struct {
-	args                           []any
-	live, inserted, updated, count int64
-}
-
-func (s *Store) newPGWrite(w *HeartbeatWrite) (*pgWrite, error) {
-	at := Micros(w.ReceivedAt)
-	discoveredID, eventID := ids.New(), ids.New() // in id order, discovery comes first
-	asset, err := projection.TelemetryArgs(w.TenantID, w.AssetID, w.AgentID, at, w.Telemetry)
-	if err != nil {
-		return nil, err
+// projectSlow applies a heartbeat to the asset and its liveness row: it creates the asset on
+// its first heartbeat, records what an inventory report changed, and makes this identity the
+// one that may take the fast path.
+func (s *Store) projectSlow(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, out *HeartbeatOutcome) error {
+	st, id, at := s.hb, w.Identity, Micros(w.ReceivedAt)
+	var lv struct {
+		agentRef          sql.NullInt64
+		lastSeen          int64
+		lastSent          sql.NullInt64
+		hash              int64
+		boot              sql.NullInt64
+		found, assetFound bool
 	}
-	args := make([]any, 0, 26+len(asset))
-	args = append(args, w.AgentID, w.TenantID,
-		eventID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload), w.HeartbeatID, w.RequestHash,
-		at, at-ActivityResolution.Microseconds(), at, w.Hostname, w.AgentVersion, w.AgentID, w.TenantID)
-	args = append(args, asset...)
-	args = append(args, discoveredID, w.TenantID, w.AssetID, w.AgentID, w.PrincipalID, at, string(w.Payload))
-	return &pgWrite{args: args}, nil
-}
-
-func (p *pgWrite) dest() []any { return []any{&p.live, &p.inserted, &p.updated, &p.count} }
-
-// pgFollowUp turns pgHeartbeat's counts into an outcome, after the commit: a repeat or a
-// refusal wrote nothing, and what it needs to know (the stored hash, the identity's status)
-// is read afresh. retry says the identity can submit after all (it was reactivated between
-// the statement and this read), so the heartbeat should be written again.
-func (s *Store) pgFollowUp(ctx context.Context, w *HeartbeatWrite, p *pgWrite) (out HeartbeatOutcome, retry bool, err error) {
+	err := tx.QueryRowContext(ctx, st.liveness, id.AssetRef).Scan(&lv.agentRef, &lv.lastSeen, &lv.lastSent, &lv.hash, &lv.boot)
 	switch {
-	case p.live == 0:
-		var status string
-		if err := s.W.DB.QueryRowContext(ctx, s.hb.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
-			return out, false, err
-		}
-		if domain.AgentStatus(status).CanSubmit() {
-			return out, true, nil
-		}
-		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, false, nil
-	case p.inserted == 0:
-		out, err = s.repeated(ctx, s.W.DB, w)
-		return out, false, err
-	case p.updated == 0: // cannot happen while the identity is locked; never answer it as accepted
-		return out, false, fmt.Errorf("heartbeat %s: event stored but identity not updated", w.AgentID)
+	case err == nil:
+		lv.found = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
 	}
-	return HeartbeatOutcome{ReceivedAt: w.ReceivedAt, Discovered: p.count == 1}, false, nil
+	old, err := s.assetSnapshot(ctx, tx, id.TenantID, id.AssetRef)
+	switch {
+	case err == nil:
+		lv.assetFound = true
+	case !errors.Is(err, sql.ErrNoRows):
+		return err
+	}
+
+	payload := func(v any) string { return string(mustJSON(v)) }
+	if !lv.assetFound {
+		hostname := ""
+		if id.Hostname != nil {
+			hostname = *id.Hostname
+		}
+		snap := projection.New(hostname, w.Report)
+		if snap.AgentVersion == nil {
+			snap.AgentVersion = id.AgentVersion
+		}
+		if _, err := tx.ExecContext(ctx, st.insertAsset, append([]any{id.AssetID, id.AssetRef, id.TenantID, id.SiteID, id.AgentID, at},
+			snapshotArgs(&snap)...)...); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, st.insertEvent, ids.At(w.ReceivedAt), id.TenantID, domain.EventAssetDiscovered, id.AssetID,
+			id.AgentID, w.PrincipalID, at, payload(struct {
+				HeartbeatID string `json:"heartbeat_id"`
+				projection.Snapshot
+			}{w.HeartbeatID, snap})); err != nil {
+			return err
+		}
+		out.Discovered = true
+	} else if !lv.found || !lv.lastSent.Valid || w.sentAt() >= lv.lastSent.Int64 {
+		// Only a report at least as new as the last one applied may change the inventory: a
+		// retried old heartbeat is recorded but never moves the inventory backwards.
+		merged := old.Merge(w.Report)
+		if changes := projection.Diff(&old, &merged); len(changes) > 0 {
+			if _, err := tx.ExecContext(ctx, st.updateAsset, append(snapshotArgs(&merged), id.AssetRef, id.TenantID)...); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, st.insertEvent, ids.At(w.ReceivedAt), id.TenantID, domain.EventInventoryChanged, id.AssetID,
+				id.AgentID, w.PrincipalID, at, payload(projection.Changed{HeartbeatID: w.HeartbeatID, Changes: changes})); err != nil {
+				return err
+			}
+			out.InventoryChanged = true
+		}
+	}
+
+	boot := w.Report.BootTime
+	if !lv.found {
+		_, err := tx.ExecContext(ctx, st.insertLiveness, id.AssetRef, id.TenantRef, id.SiteRef, id.Ref, at, w.sentAt(), w.ReportHash, boot)
+		return err
+	}
+	if lv.agentRef.Valid && lv.agentRef.Int64 != id.Ref {
+		// Another identity of this machine held the row: its last heartbeat becomes its own.
+		if _, err := tx.ExecContext(ctx, st.freezeIdentity, lv.lastSeen, lv.agentRef.Int64); err != nil {
+			return err
+		}
+	}
+	lastSeen, lastSent, hash := max(lv.lastSeen, at), w.sentAt(), w.ReportHash
+	if lv.lastSent.Valid && lv.lastSent.Int64 > lastSent {
+		lastSent, hash = lv.lastSent.Int64, lv.hash // an older report: the newer one stays the reference
+		if lv.boot.Valid {
+			boot = &lv.boot.Int64
+		}
+	} else if boot != nil && lv.boot.Valid && projection.SameBoot(&lv.boot.Int64, *boot) {
+		boot = &lv.boot.Int64 // keep the first instant of this boot, so it never drifts
+	} else if boot == nil && lv.boot.Valid {
+		boot = &lv.boot.Int64
+	}
+	_, err = tx.ExecContext(ctx, st.updateLiveness, id.Ref, id.SiteRef, lastSeen, lastSent, hash, boot, id.AssetRef)
+	return err
+}
+
+// repeated answers a heartbeat whose (agent, heartbeat_id) is already in the log: a duplicate
+// or a conflict.
+func (s *Store) repeated(ctx context.Context, q rowQuerier, w *HeartbeatWrite) (HeartbeatOutcome, error) {
+	var hash []byte
+	var received int64
+	if err := q.QueryRowContext(ctx, s.hb.selectHash, w.Identity.Ref, w.HeartbeatID).Scan(&hash, &received); err != nil {
+		return HeartbeatOutcome{}, mapErr(err)
+	}
+	if string(hash) == string(w.RequestHash[:]) {
+		return HeartbeatOutcome{Duplicate: true, ReceivedAt: FromMicros(received)}, nil
+	}
+	return HeartbeatOutcome{Conflict: true}, nil
 }
 
 // rowQuerier is a transaction or a pool.
@@ -234,89 +362,120 @@ type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// repeated answers a heartbeat whose (agent_id, heartbeat_id) was already stored: a duplicate
-// or a conflict, unless the identity may no longer submit.
-func (s *Store) repeated(ctx context.Context, tx rowQuerier, w *HeartbeatWrite) (HeartbeatOutcome, error) {
-	var hash string
-	var occurred int64
-	if err := tx.QueryRowContext(ctx, s.hb.selectHash, w.AgentID, w.HeartbeatID).Scan(&hash, &occurred); err != nil {
-		return HeartbeatOutcome{}, err
+// snapshotArgs are a snapshot's values in assetInvColumns order.
+func snapshotArgs(s *projection.Snapshot) []any {
+	var osName, osVersion, osKernel, osArch *string
+	if s.OS != nil {
+		osName, osVersion, osKernel, osArch = s.OS.Name, s.OS.Version, s.OS.Kernel, s.OS.Arch
 	}
-	// The identity's status outranks idempotency (CONTRACT §4's order), and the caller's
-	// view of it may come from a cache: ask the database.
-	var status string
-	if err := tx.QueryRowContext(ctx, s.hb.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
-		return HeartbeatOutcome{}, err
-	}
-	if !domain.AgentStatus(status).CanSubmit() {
-		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
-	}
-	if hash == w.RequestHash {
-		return HeartbeatOutcome{Duplicate: true, ReceivedAt: FromMicros(occurred)}, nil
-	}
-	return HeartbeatOutcome{Conflict: true}, nil
+	return []any{s.Hostname, s.AgentVersion, osName, osVersion, osKernel, osArch, string(mustJSON(s.IPAddresses)),
+		string(mustJSON(s.MACAddresses)), s.CPUCount, s.MemoryBytes, string(mustJSON(s.Facts)), s.BootTime}
 }
 
-// refused takes back the event of a heartbeat whose identity was revoked or went stale since
-// it was checked, and says why.
-func (s *Store) refused(ctx context.Context, tx *preparedTx, w *HeartbeatWrite, eventID string) (HeartbeatOutcome, error) {
-	if _, err := tx.ExecContext(ctx, s.hb.deleteEvent, w.TenantID, eventID); err != nil {
-		return HeartbeatOutcome{}, err
+// assetSnapshot reads an asset's inventory (sql.ErrNoRows if it has not appeared yet).
+func (s *Store) assetSnapshot(ctx context.Context, q rowQuerier, tenantID string, assetRef int64) (projection.Snapshot, error) {
+	var r assetRow
+	err := q.QueryRowContext(ctx, s.hb.asset, assetRef, tenantID).Scan(&r.Hostname, &r.AgentVersion, &r.OSName, &r.OSVersion,
+		&r.OSKernel, &r.OSArch, &r.IPAddresses, &r.MACAddresses, &r.CPUCount, &r.MemoryBytes, &r.Facts, &r.BootTime)
+	if err != nil {
+		return projection.Snapshot{}, err
 	}
-	var status string
-	if err := tx.QueryRowContext(ctx, s.hb.selectStatus, w.AgentID, w.TenantID).Scan(&status); err != nil {
-		return HeartbeatOutcome{}, err
-	}
-	return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
+	return r.snapshot()
 }
 
-// all lists the statements a transaction runs, for preparing them once. On PostgreSQL that is
-// pgHeartbeat alone (in a batch that also holds enrollments; a pipelined batch and the reads
-// after it go through pgx's own statement cache); the others are SQLite's.
-func (h *heartbeatStatements) all() []string {
-	if h.oneStatement != "" {
-		return []string{h.oneStatement}
+// heartbeatEventID is the API id of a logged heartbeat's asset.telemetry.received event, in
+// the layout of ids.At: a UUIDv7 whose time is its receipt (milliseconds, then the
+// microseconds within the millisecond in rand_a) and whose rand_b is its log position with
+// the top bit set (other events of the same microsecond have it clear, and sort before it).
+// Event ids therefore sort by time across the events table and the log, and the log's
+// (received_at, seq) order is its ids' order.
+func heartbeatEventID(receivedAt, seq int64) string {
+	var b [16]byte
+	ms, sub := uint64(receivedAt/1000), uint64(receivedAt%1000)
+	for i := 0; i < 6; i++ {
+		b[i] = byte(ms >> (40 - 8*i))
 	}
-	return []string{h.insertEvent, h.selectHash, h.touchIdentity, h.refreshIdentity, h.activateIdentity, h.deleteEvent, h.selectStatus, h.insertDiscovered}
+	b[6] = 0x70 | byte(sub>>8)
+	b[7] = byte(sub)
+	u := uint64(seq)
+	b[8] = 0xa0 | byte(u>>56)&0x1f
+	for i := 9; i < 16; i++ {
+		b[i] = byte(u >> (8 * (15 - i)))
+	}
+	return formatUUID(b)
 }
 
-// WriteHeartbeat queues w for the next group commit and waits for its outcome.
-func (s *Store) WriteHeartbeat(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
-	if s.Dialect == Postgres {
-		return s.writeHeartbeatPG(ctx, w)
+// heartbeatBound turns an event id (a keyset cursor) into the log position where the rows
+// before it end: they are those with received_at < at OR (received_at = at AND seq < seq).
+func heartbeatBound(eventID string) (at, seq int64, ok bool) {
+	b, ok := parseUUID(eventID)
+	if !ok {
+		return 0, 0, false
 	}
-	var out HeartbeatOutcome
-	err := s.inGroupCommit(ctx, &writeJob{key: w.AgentID, apply: func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
-		o, err := s.applyHeartbeat(ctx, ptx, w)
+	var ms uint64
+	for i := 0; i < 6; i++ {
+		ms = ms<<8 | uint64(b[i])
+	}
+	sub := uint64(b[6]&0x0f)<<8 | uint64(b[7])
+	switch {
+	case sub >= 1000: // an id of another layout: every heartbeat of its millisecond sorts before it
+		return int64(ms)*1000 + 999, 1<<63 - 1, true
+	case b[8]&0x20 == 0: // another event of this microsecond: its heartbeats sort after it
+		return int64(ms)*1000 + int64(sub), 0, true
+	}
+	rb := uint64(b[8] & 0x1f)
+	for i := 9; i < 16; i++ {
+		rb = rb<<8 | uint64(b[i])
+	}
+	return int64(ms)*1000 + int64(sub), int64(rb), true
+}
+
+func formatUUID(b [16]byte) string {
+	const hex = "0123456789abcdef"
+	out := make([]byte, 0, 36)
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			out = append(out, '-')
+		}
+		out = append(out, hex[c>>4], hex[c&0xf])
+	}
+	return string(out)
+}
+
+func parseUUID(s string) ([16]byte, bool) {
+	var b [16]byte
+	if len(s) != 36 {
+		return b, false
+	}
+	j := 0
+	for i := 0; i < 36; i++ {
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if s[i] != '-' {
+				return b, false
+			}
+			continue
+		}
+		v, err := strconv.ParseUint(s[i:i+1], 16, 8)
 		if err != nil {
-			return fmt.Errorf("heartbeat %s: %w", w.AgentID, err)
+			return b, false
 		}
-		out = o
-		return nil
-	}})
-	return out, err
+		b[j/2] |= byte(v) << (4 * (1 - j%2))
+		j++
+	}
+	return b, true
 }
 
-// writeHeartbeatPG queues w as one pgHeartbeat statement and interprets its counts.
-func (s *Store) writeHeartbeatPG(ctx context.Context, w *HeartbeatWrite) (HeartbeatOutcome, error) {
-	for attempt := 0; ; attempt++ {
-		p, err := s.newPGWrite(w)
-		if err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		job := &writeJob{key: w.AgentID, pipelined: &pipelinedStatement{query: s.hb.oneStatement, args: p.args, dest: p.dest()}}
-		if err := s.inGroupCommit(ctx, job); err != nil {
-			return HeartbeatOutcome{}, err
-		}
-		out, retry, err := s.pgFollowUp(ctx, w, p)
-		if err != nil {
-			return HeartbeatOutcome{}, mapErr(err)
-		}
-		if !retry {
-			return out, nil
-		}
-		if attempt == 2 {
-			return HeartbeatOutcome{}, fmt.Errorf("heartbeat %s: identity status keeps changing", w.AgentID)
-		}
+// telemetryPayload is the payload of a logged heartbeat's event: what identifies it. The
+// inventory it carried is in the asset and, where it changed something, in an
+// asset.inventory.changed event.
+func telemetryPayload(heartbeatID string, sentAt *int64) json.RawMessage {
+	p := struct {
+		HeartbeatID string  `json:"heartbeat_id"`
+		SentAt      *string `json:"sent_at,omitempty"`
+	}{HeartbeatID: heartbeatID}
+	if sentAt != nil {
+		t := FromMicros(*sentAt).Format(time.RFC3339Nano)
+		p.SentAt = &t
 	}
+	return mustJSON(p)
 }

@@ -10,7 +10,7 @@ import (
 )
 
 type identityRow struct {
-	bun.BaseModel     `bun:"table:agent_identities"`
+	bun.BaseModel     `bun:"table:agent_identities,alias:i"`
 	AgentID           string  `bun:"agent_id,pk"`
 	TenantID          string  `bun:"tenant_id"`
 	SiteID            string  `bun:"site_id"`
@@ -28,6 +28,14 @@ type identityRow struct {
 	RevokedReason     *string `bun:"revoked_reason"`
 	ReactivatedAt     *int64  `bun:"reactivated_at"`
 	ActivityAt        int64   `bun:"activity_at"`
+	Ref               int64   `bun:"ref"`
+	AssetRef          int64   `bun:"asset_ref"`
+
+	// From the joins of identitySelect: the last heartbeat (the asset's liveness while this
+	// identity holds it, else the value frozen when it let go), the tenant's and site's refs.
+	SeenAt    *int64 `bun:"seen_at,scanonly"`
+	TenantRef int64  `bun:"tenant_ref,scanonly"`
+	SiteRef   int64  `bun:"site_ref,scanonly"`
 }
 
 func (r *identityRow) toDomain() *domain.AgentIdentity {
@@ -35,14 +43,40 @@ func (r *identityRow) toDomain() *domain.AgentIdentity {
 		AgentID: r.AgentID, TenantID: r.TenantID, SiteID: r.SiteID, CollectorID: r.CollectorID,
 		AssetID: r.AssetID, MachineID: r.MachineID, Status: domain.AgentStatus(r.Status),
 		Hostname: r.Hostname, AgentVersion: r.AgentVersion, PrincipalID: r.PrincipalID,
-		EnrolledAt: FromMicros(r.EnrolledAt), LastSeenAt: optTime(r.LastSeenAt),
+		EnrolledAt: FromMicros(r.EnrolledAt), LastSeenAt: optTime(r.SeenAt),
 		RevokedAt: optTime(r.RevokedAt), RevokedReason: r.RevokedReason, ReactivatedAt: optTime(r.ReactivatedAt),
+		Ref: r.Ref, AssetRef: r.AssetRef, TenantRef: r.TenantRef, SiteRef: r.SiteRef,
 	}
+}
+
+// identitySelect selects identities with what their rows alone do not hold.
+func identitySelect(db bun.IDB, model any) *bun.SelectQuery {
+	return db.NewSelect().Model(model).ColumnExpr("i.*").
+		ColumnExpr("COALESCE(l.last_seen_at, i.last_seen_at) AS seen_at, t.ref AS tenant_ref, s.ref AS site_ref").
+		Join("JOIN tenants AS t ON t.id = i.tenant_id").
+		Join("JOIN sites AS s ON s.id = i.site_id").
+		Join("LEFT JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.ref")
+}
+
+// releaseLiveness takes the fast path away from an identity that may no longer submit (in the
+// same transaction that changed its status): its last heartbeat is frozen into its own row,
+// and the asset's liveness row no longer names it.
+func releaseLiveness(ctx context.Context, tx bun.IDB, tenantID, agentID string) error {
+	if _, err := tx.NewRaw(`UPDATE agent_identities SET last_seen_at = COALESCE((SELECT l.last_seen_at FROM asset_liveness AS l
+  WHERE l.asset_ref = agent_identities.asset_ref AND l.agent_ref = agent_identities.ref), last_seen_at)
+WHERE tenant_id = ? AND agent_id = ?`, tenantID, agentID).Exec(ctx); err != nil {
+		return err
+	}
+	_, err := tx.NewRaw(`UPDATE asset_liveness SET agent_ref = NULL
+WHERE agent_ref = (SELECT ref FROM agent_identities WHERE tenant_id = ? AND agent_id = ?)
+  AND asset_ref = (SELECT asset_ref FROM agent_identities WHERE tenant_id = ? AND agent_id = ?)`,
+		tenantID, agentID, tenantID, agentID).Exec(ctx)
+	return err
 }
 
 func (s *Store) agentIdentity(ctx context.Context, db bun.IDB, tenantID, agentID string) (*domain.AgentIdentity, error) {
 	var row identityRow
-	err := db.NewSelect().Model(&row).Where("agent_id = ? AND tenant_id = ?", agentID, tenantID).Scan(ctx)
+	err := identitySelect(db, &row).Where("i.agent_id = ? AND i.tenant_id = ?", agentID, tenantID).Scan(ctx)
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -52,7 +86,7 @@ func (s *Store) agentIdentity(ctx context.Context, db bun.IDB, tenantID, agentID
 // AgentIdentitiesByID loads identities of one tenant by agent id.
 func (s *Store) AgentIdentitiesByID(ctx context.Context, tenantID string, ids []string) ([]*domain.AgentIdentity, error) {
 	var rows []identityRow
-	err := s.R.NewSelect().Model(&rows).Where("tenant_id = ? AND agent_id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
+	err := identitySelect(s.R, &rows).Where("i.tenant_id = ? AND i.agent_id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
 	if err != nil {
 		return nil, mapErr(err)
 	}
@@ -71,10 +105,10 @@ type IdentityFilter struct {
 
 func (f IdentityFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 	if f.SiteID != nil {
-		q = q.Where("site_id = ?", *f.SiteID)
+		q = q.Where("i.site_id = ?", *f.SiteID)
 	}
 	if f.Status != nil {
-		q = q.Where("status = ?", string(*f.Status))
+		q = q.Where("i.status = ?", string(*f.Status))
 	}
 	return q
 }
@@ -82,11 +116,11 @@ func (f IdentityFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 // AgentIdentities lists identities by agent id after afterID, up to limit+1 rows.
 func (s *Store) AgentIdentities(ctx context.Context, tenantID string, f IdentityFilter, afterID string, limit int) ([]*domain.AgentIdentity, error) {
 	var rows []identityRow
-	q := f.apply(s.R.NewSelect().Model(&rows).Where("tenant_id = ?", tenantID))
+	q := f.apply(identitySelect(s.R, &rows).Where("i.tenant_id = ?", tenantID))
 	if afterID != "" {
-		q = q.Where("agent_id > ?", afterID)
+		q = q.Where("i.agent_id > ?", afterID)
 	}
-	if err := q.Order("agent_id").Limit(int64(limit) + 1).Scan(ctx); err != nil {
+	if err := q.Order("i.agent_id").Limit(int64(limit) + 1).Scan(ctx); err != nil {
 		return nil, mapErr(err)
 	}
 	out := make([]*domain.AgentIdentity, len(rows))
@@ -98,7 +132,7 @@ func (s *Store) AgentIdentities(ctx context.Context, tenantID string, f Identity
 
 // CountAgentIdentities counts the tenant's identities matching f.
 func (s *Store) CountAgentIdentities(ctx context.Context, tenantID string, f IdentityFilter) (int, error) {
-	n, err := f.apply(s.R.NewSelect().Model((*identityRow)(nil)).Where("tenant_id = ?", tenantID)).Count(ctx)
+	n, err := f.apply(s.R.NewSelect().Model((*identityRow)(nil)).Where("i.tenant_id = ?", tenantID)).Count(ctx)
 	return int(n), mapErr(err)
 }
 
@@ -117,6 +151,9 @@ func (s *Store) Revoke(ctx context.Context, tenantID, agentID, reason string, ev
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 1 {
+			if err := releaseLiveness(ctx, tx, tenantID, agentID); err != nil {
+				return err
+			}
 			if err := appendEvent(ctx, tx, ev); err != nil {
 				return err
 			}
@@ -187,22 +224,44 @@ func (s *Store) SweepStale(ctx context.Context, cutoff time.Time, limit int, new
 		// another order. SQLite has one writer and no row locks.
 		skipLocked := ""
 		if s.Dialect == Postgres {
-			skipLocked = "FOR UPDATE SKIP LOCKED"
+			skipLocked = "FOR UPDATE OF i SKIP LOCKED"
 		}
 		live := bun.In([]string{string(domain.StatusEnrolled), string(domain.StatusActive)})
-		// activity_at, which the index holds, lags heartbeats by up to ActivityResolution;
-		// the identity's activity is the later of it and last_seen_at, which is exact.
-		quiet := "status IN (?) AND activity_at < ? AND (last_seen_at IS NULL OR last_seen_at < ?)"
+		// Heartbeats do not touch the identity row, so its indexed activity_at (enrollment,
+		// reactivation) lags: first move it up to the last heartbeat for the candidates that
+		// heartbeat since, which takes each identity out of the sweep's range for another
+		// stale window.
+		for {
+			res, err := tx.NewRaw(`UPDATE agent_identities SET activity_at = (SELECT l.last_seen_at FROM asset_liveness AS l
+  WHERE l.asset_ref = agent_identities.asset_ref AND l.agent_ref = agent_identities.ref)
+WHERE agent_id IN (SELECT i.agent_id FROM agent_identities AS i
+  JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.ref
+  WHERE i.status IN (?) AND i.activity_at < ? AND l.last_seen_at >= ? LIMIT ?)`,
+				live, Micros(cutoff), Micros(cutoff), limit).Exec(ctx)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n < int64(limit) {
+				break
+			}
+		}
 		err := tx.NewRaw(`UPDATE agent_identities SET status = ?
-			WHERE `+quiet+` AND agent_id IN (
-				SELECT agent_id FROM agent_identities WHERE `+quiet+` LIMIT ? ?)
+			WHERE agent_id IN (
+				SELECT i.agent_id FROM agent_identities AS i
+				LEFT JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.ref
+				WHERE i.status IN (?) AND i.activity_at < ? AND (l.last_seen_at IS NULL OR l.last_seen_at < ?)
+				  AND (i.last_seen_at IS NULL OR i.last_seen_at < ?)
+				LIMIT ? ?)
 			RETURNING agent_id, tenant_id, asset_id`,
-			string(domain.StatusStale), live, Micros(cutoff), Micros(cutoff), live, Micros(cutoff), Micros(cutoff),
+			string(domain.StatusStale), live, Micros(cutoff), Micros(cutoff), Micros(cutoff),
 			limit, bun.Safe(skipLocked)).Scan(ctx, &marked)
 		if err != nil {
 			return err
 		}
 		for _, m := range marked {
+			if err := releaseLiveness(ctx, tx, m.TenantID, m.AgentID); err != nil {
+				return err
+			}
 			if err := appendEvent(ctx, tx, newEvent(m)); err != nil {
 				return err
 			}

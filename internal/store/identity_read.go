@@ -11,35 +11,48 @@ import (
 
 // The identity read skips bun's query builder (which writes values into the SQL text, so every
 // call would be parsed anew) and uses one statement prepared on the reader pool: it is on the
-// heartbeat path whenever the identity cache misses.
+// heartbeat path whenever the identity cache misses. A failed prepare is not kept: the next
+// call tries again, so one cancelled request or database hiccup cannot break identity reads.
 
-const identityColumns = `agent_id, tenant_id, site_id, collector_id, asset_id, machine_id, status, hostname,
-  agent_version, principal_id, enrolled_at, last_seen_at, revoked_at, revoked_reason, reactivated_at`
+const identityRead = `SELECT i.agent_id, i.tenant_id, i.site_id, i.collector_id, i.asset_id, i.machine_id, i.status,
+  i.hostname, i.agent_version, i.principal_id, i.enrolled_at, COALESCE(l.last_seen_at, i.last_seen_at), i.revoked_at,
+  i.revoked_reason, i.reactivated_at, i.ref, i.asset_ref, t.ref, s.ref
+FROM agent_identities AS i
+JOIN tenants AS t ON t.id = i.tenant_id
+JOIN sites AS s ON s.id = i.site_id
+LEFT JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.ref
+WHERE i.agent_id = ? AND i.tenant_id = ?`
 
 type readStatements struct {
-	once     sync.Once
-	err      error
+	mu       sync.Mutex
 	identity *sql.Stmt
 }
 
-func (s *Store) readStmts(ctx context.Context) (*readStatements, error) {
-	s.reads.once.Do(func() {
-		s.reads.identity, s.reads.err = s.R.DB.PrepareContext(ctx,
-			s.Rebind(`SELECT `+identityColumns+` FROM agent_identities WHERE agent_id = ? AND tenant_id = ?`))
-	})
-	return &s.reads, s.reads.err
+func (s *Store) identityStmt(ctx context.Context) (*sql.Stmt, error) {
+	s.reads.mu.Lock()
+	defer s.reads.mu.Unlock()
+	if s.reads.identity != nil {
+		return s.reads.identity, nil
+	}
+	// Prepared without the caller's context, which may be cancelled while others still need it.
+	st, err := s.R.DB.PrepareContext(context.WithoutCancel(ctx), s.Rebind(identityRead))
+	if err != nil {
+		return nil, err
+	}
+	s.reads.identity = st
+	return st, nil
 }
 
 // AgentIdentity returns one identity of the tenant, or ErrNotFound (also for another tenant's).
 func (s *Store) AgentIdentity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
-	st, err := s.readStmts(ctx)
+	st, err := s.identityStmt(ctx)
 	if err != nil {
 		return nil, mapErr(err)
 	}
 	var r identityRow
-	err = st.identity.QueryRowContext(ctx, agentID, tenantID).Scan(&r.AgentID, &r.TenantID, &r.SiteID, &r.CollectorID,
-		&r.AssetID, &r.MachineID, &r.Status, &r.Hostname, &r.AgentVersion, &r.PrincipalID, &r.EnrolledAt, &r.LastSeenAt,
-		&r.RevokedAt, &r.RevokedReason, &r.ReactivatedAt)
+	err = st.QueryRowContext(ctx, agentID, tenantID).Scan(&r.AgentID, &r.TenantID, &r.SiteID, &r.CollectorID,
+		&r.AssetID, &r.MachineID, &r.Status, &r.Hostname, &r.AgentVersion, &r.PrincipalID, &r.EnrolledAt, &r.SeenAt,
+		&r.RevokedAt, &r.RevokedReason, &r.ReactivatedAt, &r.Ref, &r.AssetRef, &r.TenantRef, &r.SiteRef)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}

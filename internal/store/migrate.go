@@ -24,11 +24,7 @@ func (s *Store) Migrate(ctx context.Context) (applied []string, err error) {
 	}
 	defer unlock()
 
-	ms := migrate.NewMigrations()
-	if err := ms.Discover(migrations.FS); err != nil {
-		return nil, err
-	}
-	m := migrate.NewMigrator(s.W, ms)
+	m := migrate.NewMigrator(s.W, migrations.All)
 	if err := m.Init(ctx); err != nil {
 		return nil, fmt.Errorf("init migrations: %w", err)
 	}

@@ -20,8 +20,6 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/sqliteshim"
-
-	"github.com/oneprotect/telemetry/internal/projection"
 )
 
 // Dialect names the database engine.
@@ -41,7 +39,6 @@ type Store struct {
 	R       *bun.DB
 	W       *bun.DB
 	path    string // SQLite file path, for the migration file lock
-	proj    *projection.Projector
 	hb      *heartbeatStatements
 	enr     *enrollStatements
 	stmts   *stmtCache
@@ -137,9 +134,8 @@ func sqliteDSN(path string, cacheKiB int) string {
 
 func newStore(d Dialect, r, w *bun.DB, path string) *Store {
 	s := &Store{Dialect: d, R: r, W: w, path: path}
-	s.proj = projection.New(s.Rebind)
 	s.hb = newHeartbeatStatements(d, s.Rebind)
-	s.enr = newEnrollStatements(s.Rebind)
+	s.enr = newEnrollStatements(s.Rebind, s.newRef)
 	return s
 }
 

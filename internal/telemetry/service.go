@@ -6,7 +6,6 @@ package telemetry
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"sync"
 	"sync/atomic"
@@ -179,8 +178,8 @@ func checkClaims(c *IdentityClaims, id *domain.AgentIdentity) error {
 	return nil
 }
 
-// write turns a checked heartbeat into the store's write: the idempotency key and hash, the
-// identity refresh and the event payload the projector reads.
+// write turns a checked heartbeat into the store's write: the idempotency key and hash, and
+// the inventory report (uptime turned into a boot time) with its hash.
 func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *Heartbeat, received time.Time) (*store.HeartbeatWrite, error) {
 	hash, err := hb.Hash()
 	if err != nil {
@@ -190,39 +189,30 @@ func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *
 	if hb.HeartbeatID != nil {
 		hbID = *hb.HeartbeatID
 	}
-	t := &projection.Telemetry{SiteID: id.SiteID, HeartbeatID: hbID, AgentVersion: hb.AgentVersion}
-	switch {
-	case hb.Hostname != nil:
-		t.Hostname, t.HostnameReported = *hb.Hostname, true
-	case id.Hostname != nil:
-		t.Hostname = *id.Hostname
-	}
-	if hb.SentAt != nil {
-		sent := hb.SentAt.UTC().Format(time.RFC3339Nano)
-		t.SentAt = &sent
-	}
+	r := &projection.Report{Hostname: hb.Hostname, AgentVersion: hb.AgentVersion}
 	if inv := hb.Inventory; inv != nil {
-		t.OS, t.CPUCount, t.MemoryBytes, t.UptimeSeconds, t.Facts = inv.OS, inv.CPUCount, inv.MemoryBytes, inv.UptimeSeconds, inv.Facts
+		r.OS, r.CPUCount, r.MemoryBytes, r.Facts = inv.OS, inv.CPUCount, inv.MemoryBytes, inv.Facts
 		if inv.IPAddresses != nil {
-			t.IPAddresses = &inv.IPAddresses
+			r.IPAddresses = &inv.IPAddresses
 		}
 		if inv.MACAddresses != nil {
-			t.MACAddresses = &inv.MACAddresses
+			r.MACAddresses = &inv.MACAddresses
+		}
+		if inv.UptimeSeconds != nil {
+			boot := received.UnixMicro() - int64(*inv.UptimeSeconds*1e6)
+			r.BootTime = &boot
 		}
 	}
-	payload, err := json.Marshal(t)
-	if err != nil {
-		return nil, err
-	}
-	return &store.HeartbeatWrite{TenantID: id.TenantID, AgentID: id.AgentID, AssetID: id.AssetID,
-		PrincipalID: caller.ID, HeartbeatID: hbID, RequestHash: hash, ReceivedAt: received,
-		Hostname: hb.Hostname, AgentVersion: hb.AgentVersion, Payload: payload, Telemetry: t}, nil
+	w := &store.HeartbeatWrite{Identity: id, PrincipalID: caller.ID, Relayed: caller.ActorKind == domain.ActorCollector,
+		HeartbeatID: hbID, ReceivedAt: received, SentAt: hb.SentAt, Report: r, ReportHash: r.Hash()}
+	copy(w.RequestHash[:], hash[:])
+	return w, nil
 }
 
 // Hash is the idempotency hash: SHA-256 of the canonical JSON of the content. Lists and
 // facts are hashed through pointers so that an empty list (which clears the asset's list) and
 // an absent one (which keeps it) count as different content.
-func (hb *Heartbeat) Hash() (string, error) {
+func (hb *Heartbeat) Hash() ([sha256.Size]byte, error) {
 	type inventory struct {
 		OS            *domain.OperatingSystem `json:"os,omitempty"`
 		IPAddresses   *[]string               `json:"ip_addresses,omitempty"`
@@ -256,8 +246,7 @@ func (hb *Heartbeat) Hash() (string, error) {
 	}
 	b, err := json.Marshal(&c)
 	if err != nil {
-		return "", err
+		return [sha256.Size]byte{}, err
 	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:]), nil
+	return sha256.Sum256(b), nil
 }
