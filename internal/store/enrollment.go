@@ -271,7 +271,7 @@ func (s *Store) enroll(ctx context.Context, tx bun.Tx, ptx *preparedTx, e *Enrol
 // (an enrollment storm goes through the same single writer).
 type enrollStatements struct {
 	useToken, machineIdentities, insertPrincipal, insertToken, insertIdentity, insertEvent string
-	nextIdentityRef, moveAsset, moveLiveness                                                string
+	nextIdentityRef, moveAsset, moveLiveness                                               string
 }
 
 func newEnrollStatements(rebind func(string) string, newRef func(table string) string) *enrollStatements {

@@ -153,7 +153,7 @@ func (s *Store) Events(ctx context.Context, tenantID string, f EventFilter, afte
 			}
 			q = q.Where("(h.received_at < ? OR (h.received_at = ? AND h.seq < ?))", at, at, seq)
 		}
-		if err := q.OrderExpr("h.received_at DESC, h.seq DESC").Limit(int64(limit) + 1).Scan(ctx, &rows); err != nil {
+		if err := q.OrderExpr("h.received_at DESC, h.seq DESC").Limit(int64(limit)+1).Scan(ctx, &rows); err != nil {
 			return nil, mapErr(err)
 		}
 		for i := range rows {
