@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,8 +39,13 @@ type Config struct {
 	// AgentsFile, when set, is read if it holds at least Agents agents (no enrollment),
 	// else written after enrolling.
 	AgentsFile string
-	// WrkLua, when set, receives a wrk script posting heartbeats round-robin over the agents.
+	// WrkLua, when set, receives a wrk script posting heartbeats over the agents (read from
+	// WrkLua + ".agents"), round-robin or, with `-- random` after the URL, uniformly at random.
 	WrkLua string
+	// Order picks each heartbeat's agent: OrderRoundRobin (the default), OrderRandom (uniformly
+	// at random over the whole fleet, as a real fleet's heartbeats arrive) or OrderOnce (every
+	// agent exactly once, in order, then stop: a fleet's first heartbeats).
+	Order string
 	// Progress receives a live progress line once a second (nil: none).
 	Progress io.Writer
 	// HTTP is the shared client (default: NewHTTPClient(Concurrency)).
@@ -87,6 +93,13 @@ type agentsFile struct {
 	Agents []Agent `json:"agents"`
 }
 
+// The heartbeat orders.
+const (
+	OrderRoundRobin = "round-robin"
+	OrderRandom     = "random"
+	OrderOnce       = "once"
+)
+
 // NewHTTPClient is a client tuned for many keep-alive connections to one host.
 func NewHTTPClient(concurrency int) *http.Client {
 	tr := &http.Transport{
@@ -116,6 +129,13 @@ func (c *Config) check() error {
 		return errors.New("--concurrency must be between 1 and 10000")
 	case c.Duration < 0 || c.Duration > 24*time.Hour:
 		return errors.New("--duration must be between 0 and 24h")
+	}
+	switch c.Order {
+	case "":
+		c.Order = OrderRoundRobin
+	case OrderRoundRobin, OrderRandom, OrderOnce:
+	default:
+		return fmt.Errorf("--order must be %s, %s or %s", OrderRoundRobin, OrderRandom, OrderOnce)
 	}
 	if c.HTTP == nil {
 		c.HTTP = NewHTTPClient(c.Concurrency)
@@ -161,11 +181,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 	}
 	if cfg.WrkLua != "" {
-		if err := os.WriteFile(cfg.WrkLua, []byte(WrkScript(agents)), 0o600); err != nil {
+		if err := writeWrk(cfg.WrkLua, agents); err != nil {
 			return nil, err
 		}
 	}
-	if cfg.Duration > 0 {
+	if cfg.Duration > 0 || cfg.Order == OrderOnce {
 		drive(ctx, cfg, agents, sum)
 	}
 	return sum, nil
@@ -250,8 +270,14 @@ type target struct {
 	auth   []string
 	head   []byte // the raw request head up to the Content-Length value
 	prefix []byte // the body up to the heartbeat id
-	suffix []byte // the body after it
+	suffix []byte // the body after it, up to the uptime's value
+	tail   []byte // the body after the uptime
+	boot   time.Time
 }
+
+// uptime is the target machine's uptime now: it grows with time, as a real machine's does, so
+// the server sees one boot and no reboots.
+func (t *target) uptime() int64 { return int64(time.Since(t.boot) / time.Second) }
 
 var jsonContentType = []string{"application/json"}
 
@@ -259,19 +285,22 @@ func buildTargets(cfg Config, agents []Agent) []target {
 	base, _ := url.Parse(cfg.Server)
 	out := make([]target, len(agents))
 	for i, a := range agents {
-		t := target{auth: []string{"Bearer " + a.Token}}
+		t := target{auth: []string{"Bearer " + a.Token}, boot: time.Now().Add(-time.Duration(3600+i) * time.Second)}
 		inv := sampleInventory(i)
+		inv.UptimeSeconds = 0 // sent after the rest, as it changes
 		if cfg.GraphQL {
 			t.url = cfg.Server + "/query"
 			invJSON, _ := json.Marshal(map[string]any{
 				"os":          map[string]string{"name": inv.OS.Name, "version": inv.OS.Version, "kernel": inv.OS.Kernel, "arch": inv.OS.Arch},
 				"ipAddresses": inv.IPAddresses, "macAddresses": inv.MACAddresses, "cpuCount": inv.CPUCount,
-				"memoryBytes": inv.MemoryBytes, "uptimeSeconds": inv.UptimeSeconds})
+				"memoryBytes": inv.MemoryBytes})
 			idJSON, _ := json.Marshal(a.ID)
 			hostJSON, _ := json.Marshal(a.Hostname)
 			t.prefix = []byte(`{"query":"mutation($a: ID!, $i: HeartbeatInput!) { submitHeartbeat(agentId: $a, input: $i) { accepted duplicate } }","variables":{"a":` +
 				string(idJSON) + `,"i":{"heartbeatId":"`)
-			t.suffix = []byte(`","hostname":` + string(hostJSON) + `,"agentVersion":"loadgen/` + agent.Version + `","inventory":` + string(invJSON) + `}}}`)
+			t.suffix = []byte(`","hostname":` + string(hostJSON) + `,"agentVersion":"loadgen/` + agent.Version + `","inventory":` +
+				string(invJSON[:len(invJSON)-1]) + `,"uptimeSeconds":`)
+			t.tail = []byte(`}}}}`)
 		} else {
 			t.url = cfg.Server + "/api/v1/agents/" + url.PathEscape(a.ID) + "/telemetry/heartbeat"
 			rest, _ := json.Marshal(struct {
@@ -280,7 +309,8 @@ func buildTargets(cfg Config, agents []Agent) []target {
 				Inventory    *agent.Inventory `json:"inventory"`
 			}{a.Hostname, "loadgen/" + agent.Version, &inv})
 			t.prefix = []byte(`{"heartbeat_id":"`)
-			t.suffix = append([]byte(`",`), rest[1:]...) // splice the rest of the object in
+			t.suffix = append(append([]byte(`",`), rest[1:len(rest)-2]...), `,"uptime_seconds":`...) // splice the rest in
+			t.tail = []byte(`}}`)
 		}
 		u, _ := url.Parse(t.url)
 		t.head = rawHead(base, u.RequestURI(), t.auth[0])
@@ -365,13 +395,27 @@ func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
 			var body, req []byte
 			raw := &rawConn{addr: rawAddr}
 			defer raw.close()
-			for ctx.Err() == nil && time.Now().Before(deadline) {
-				t := &targets[int(cursor.Add(1)-1)%len(targets)]
+			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			for ctx.Err() == nil && (cfg.Order == OrderOnce || time.Now().Before(deadline)) {
+				var t *target
+				switch next := cursor.Add(1) - 1; cfg.Order {
+				case OrderRandom:
+					t = &targets[rng.IntN(len(targets))]
+				case OrderOnce:
+					if next >= uint64(len(targets)) {
+						return
+					}
+					t = &targets[next]
+				default:
+					t = &targets[next%uint64(len(targets))]
+				}
 				seq++
 				body = append(body[:0], t.prefix...)
 				body = append(body, idPrefix...)
 				body = strconv.AppendUint(body, seq, 10)
 				body = append(body, t.suffix...)
+				body = strconv.AppendInt(body, t.uptime(), 10)
+				body = append(body, t.tail...)
 				var ok bool
 				if rawAddr != "" {
 					req = append(req[:0], t.head...)

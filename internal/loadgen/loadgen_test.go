@@ -60,8 +60,12 @@ func TestLoadgen(t *testing.T) {
 		}
 
 		lua, err := os.ReadFile(wrkFile)
-		if err != nil || !strings.Contains(string(lua), "function request()") || strings.Count(string(lua), "opsa_") != agents {
+		if err != nil || !strings.Contains(string(lua), "function request()") || !strings.Contains(string(lua), wrkFile+".agents") {
 			t.Fatalf("wrk script (%v):\n%.400s", err, lua)
+		}
+		list, err := os.ReadFile(wrkFile + ".agents")
+		if err != nil || strings.Count(string(list), "opsa_") != agents || strings.Count(string(list), "\n") != agents {
+			t.Fatalf("wrk agents (%v):\n%.400s", err, list)
 		}
 	})
 }

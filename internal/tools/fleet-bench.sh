@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Fleet benchmark (BENCHMARKS.md): a fleet where every heartbeat comes from a different machine.
+# On a fresh database it enrolls AGENTS agents over HTTP, primes their first heartbeats (every
+# agent once, in order: the assets are created), then drives heartbeats from agents chosen
+# uniformly at random over the whole fleet with wrk, then the same load over a hot set of 1,000
+# of them. It prints, for each phase, req/s and p99 (and non-2xx), then the server's RSS and the
+# database growth per enrolled agent and per stored heartbeat (SQLite: the logical size a reader
+# sees, WAL not counted; PostgreSQL: pg_database_size).
+#
+#   internal/tools/fleet-bench.sh [--db sqlite|postgres] [--agents 1000000] [--duration 30s]
+#                                 [--bin PATH] [--serve-flags "..."]
+#
+# Needs wrk, jq, curl, and sqlite3 or psql. Everything listens on 127.0.0.1. A million agents
+# takes several minutes per phase on 2 cores: keep it out of CI.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. internal/tools/bench-lib.sh
+DBKIND=sqlite; AGENTS=1000000; DURATION=30s; BIN=""; SERVE_FLAGS=""
+PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --db) DBKIND=$2; shift 2 ;;
+    --agents) AGENTS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --serve-flags) SERVE_FLAGS=$2; shift 2 ;;
+    *) echo "unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+WORK=$(mktemp -d)
+SVC=127.0.0.1:18773; SVC_PID=""
+PGNAME="oneprotect_fleet_bench_$$"
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
+
+case "$DBKIND" in
+  sqlite) DB=$WORK/fleet.db ;;
+  postgres) psql "$PG/postgres" -qc "CREATE DATABASE $PGNAME" >/dev/null; DB="$PG/$PGNAME?sslmode=disable" ;;
+  *) echo "--db must be sqlite or postgres" >&2; exit 2 ;;
+esac
+
+# Bench flags: no per-agent rate limit (a load test sends far faster than an agent would).
+extra=()
+"$BIN" serve -h 2>&1 | grep -q -- '-agent-rate-limit' && extra+=(--agent-rate-limit 0)
+"$BIN" serve -h 2>&1 | grep -q -- '-enroll-rate-limit' && extra+=(--enroll-rate-limit 0)
+# shellcheck disable=SC2206
+extra+=($SERVE_FLAGS)
+bench_start() {
+  "$BIN" serve --db "$1" --addr "$SVC" "${extra[@]}" 2>>"$WORK/serve.log" &
+  SVC_PID=$!
+  for _ in $(seq 1 300); do curl -sf "http://$SVC/readyz" >/dev/null && break; sleep 0.1; done
+}
+
+db_bytes() {
+  if [ "$DBKIND" = sqlite ]; then
+    sqlite3 "$DB" 'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count());' |
+      awk -v ps="$(sqlite3 "$DB" 'PRAGMA page_size')" '{print $1 * ps}'
+  else
+    psql "$PG/$PGNAME" -Atc "SELECT pg_database_size(current_database())"
+  fi
+}
+log_rows() {
+  if [ "$DBKIND" = sqlite ]; then sqlite3 "$DB" 'SELECT count(*) FROM heartbeats'
+  else psql "$PG/$PGNAME" -Atc 'SELECT count(*) FROM heartbeats'; fi
+}
+wrk_line() { # label, wrk output
+  echo "$1: $(echo "$2" | awk '/Requests\/sec/ {print $2 " req/s"}'), p99 $(echo "$2" | awk '$1 == "99%" {print $2}'), non-2xx $(echo "$2" | awk '/Non-2xx/ {print $4}' | grep . || echo 0)"
+}
+
+bench_start "$DB"
+empty=$(db_bytes)
+bench_enroll "$DB" "Fleet" "$AGENTS" 64
+enrolled=$(db_bytes)
+
+# First heartbeats: every agent once, in order.
+"$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
+  --concurrency 64 --quiet --json > "$WORK/prime.json"
+jq -r '"first heartbeats: \(.requests_per_second | floor) req/s, p99 \(.latency_ms.p99) ms, errors \(.errors)"' "$WORK/prime.json"
+primed=$(db_bytes); rows_primed=$(log_rows)
+echo "database per enrolled agent (enrollment + first heartbeat): $(( (primed - empty) / AGENTS )) bytes"
+
+# The fleet at random.
+out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$WORK/heartbeats.lua" "http://$SVC" -- random)
+wrk_line "fleet of $AGENTS at random" "$out"
+rss=$(ps -o rss= -p "$SVC_PID" | awk '{printf "%.0f MiB", $1/1024}')
+
+# A hot set of 1,000 of the same agents.
+head -n 1000 "$WORK/heartbeats.lua.agents" > "$WORK/hot.agents"
+sed "s#$WORK/heartbeats.lua.agents#$WORK/hot.agents#" "$WORK/heartbeats.lua" > "$WORK/hot.lua"
+out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$WORK/hot.lua" "http://$SVC" -- random)
+wrk_line "hot set of 1000 at random" "$out"
+
+after=$(db_bytes); rows_after=$(log_rows)
+echo "server RSS after the fleet run: $rss"
+if [ "$rows_after" -gt "$rows_primed" ]; then
+  echo "database growth per stored heartbeat: $(( (after - primed) / (rows_after - rows_primed) )) bytes ($((rows_after - rows_primed)) heartbeats)"
+fi
+bench_stop
