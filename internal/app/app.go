@@ -18,6 +18,7 @@ import (
 
 	"github.com/oneprotect/telemetry/graph"
 	"github.com/oneprotect/telemetry/graph/loaders"
+	"github.com/oneprotect/telemetry/internal/apidoc"
 	"github.com/oneprotect/telemetry/internal/auth"
 	"github.com/oneprotect/telemetry/internal/cursor"
 	"github.com/oneprotect/telemetry/internal/enrollment"
@@ -237,6 +238,7 @@ func (a *App) routes() http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.Handle("GET /openapi.json", apidoc.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
 
 	(&rest.Handler{Enrollment: a.Enrollment, Telemetry: a.Telemetry, MaxBody: a.Config.MaxBody,

@@ -120,6 +120,10 @@ func (e *Env) Do(method, path, token string, body any, header ...string) *Respon
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	// Every REST answer of every test is checked against the served OpenAPI document.
+	if err := CheckOpenAPI(req, resp.StatusCode, resp.Header, data); err != nil {
+		e.T.Errorf("%s %s: the %d answer does not match the OpenAPI document: %v\n%s", method, path, resp.StatusCode, err, data)
+	}
 	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}
 	_ = json.Unmarshal(data, &out.JSON)
 	return out
