@@ -80,6 +80,7 @@ func TestAdminCommandsRefuseADatabaseThatDoesNotExist(t *testing.T) {
 		{"tenant", "create", "--db", db, "--name", "Acme"},
 		{"user", "create", "--db", db, "--tenant", "acme", "--name", "a", "--role", "admin"},
 		{"projections", "rebuild", "--db", db},
+		{"token", "revoke", "--db", db, "--id", "01a00000-0000-7000-8000-000000000000"},
 	} {
 		code, _, stderr := runCLI(t, args...)
 		if code != 1 || !strings.Contains(stderr, db) || !strings.Contains(stderr, "oneprotect migrate") {
