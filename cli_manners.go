@@ -29,7 +29,7 @@ var helpOut io.Writer = os.Stdout
 
 // commands are the command lines run knows, for "did you mean".
 var commands = []string{"serve", "migrate", "tenant create", "user create", "projections rebuild",
-	"token revoke", "ca init", "agent", "loadgen", "version", "help"}
+	"token revoke", "backup", "ca init", "agent", "loadgen", "version", "help"}
 
 // usageError is a mistake on the command line: printed as is, exit status 2.
 type usageError struct{ msg string }

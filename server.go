@@ -49,6 +49,7 @@ commands:
   tenant create          create a tenant
   user create            create a user and print its API token
   token revoke           revoke an API token by id
+  backup                 write a consistent copy of a SQLite database (--to FILE)
   projections rebuild    rebuild the asset read model from the event log
   agent                  run an agent on this machine
   ca init                create (or import) the agent CA for mTLS
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = projectionsRebuild(ctx, args[2:], stdout)
 	case cmd == "token revoke":
 		err = tokenRevoke(ctx, args[2:], stdout)
+	case args[0] == "backup":
+		err = backupCommand(ctx, args[1:], stdout)
 	case args[0] == "agent":
 		err = agentCommand(ctx, args[1:], stdout, stderr)
 	case args[0] == "ca":
