@@ -9,7 +9,7 @@ import (
 )
 
 // tokenRevoke is `oneprotect token revoke --id ID`: an operator revokes any API token (a
-// user's, a collector's or an agent's) by the id that apiTokens lists. Every running replica
+// user's, a collector's or an agent's) by its id (apiTokens lists those of users). Every running replica
 // refuses it within a second.
 func tokenRevoke(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlags("token revoke")
