@@ -142,14 +142,24 @@
     });
   }
 
-  var summaryTimer = null;
-  function refreshSummarySoon() {
-    if (summaryTimer) return;
-    summaryTimer = setTimeout(function () {
-      summaryTimer = null;
-      loadSummary().catch(showError);
-    }, 1000);
+  // After live updates, the tiles and the page are read again (at most every 2 s): an update
+  // says an asset is online, but only the server knows when the others went offline.
+  var refreshTimer2 = null;
+  function refreshSoon() {
+    if (refreshTimer2) return;
+    refreshTimer2 = setTimeout(function () {
+      refreshTimer2 = null;
+      reload().catch(showError);
+    }, 2000);
   }
+
+  // "Last seen" cells tick between reloads.
+  setInterval(function () {
+    var cells = document.querySelectorAll('#rows td.c-seen');
+    for (var i = 0; i < cells.length; i++) {
+      if (cells[i].title) cells[i].textContent = ago(cells[i].title);
+    }
+  }, 5000);
 
   // ---- the assets table ------------------------------------------------------------------
 
@@ -232,7 +242,7 @@
       nr.classList.add('flash');
     }
     if (state.selected === a.id) openDetails(a.id);
-    refreshSummarySoon();
+    refreshSoon();
   }
 
   // ---- details -------------------------------------------------------------------------
