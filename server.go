@@ -31,6 +31,7 @@ import (
 
 	"github.com/oneprotect/telemetry/internal/app"
 	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/pacing"
 	"github.com/oneprotect/telemetry/internal/store"
 )
 
@@ -212,12 +213,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&ws.PingInterval, "ws-ping-interval", ws.PingInterval, "websocket ping interval; no pong within two intervals disconnects")
 	fs.IntVar(&ws.MaxSubscriptionsPerConnection, "max-subscriptions-per-connection", ws.MaxSubscriptionsPerConnection, "most active subscriptions on one websocket")
 	fs.IntVar(&ws.MaxSubscriptionsPerPrincipal, "max-subscriptions-per-principal", ws.MaxSubscriptionsPerPrincipal, "most active subscriptions of one user or service account over all its websockets")
+	credGrace := fs.Duration("agent-credential-grace", def.AgentCredentialGrace, "how long an agent's previous token keeps working after it rotates")
+	credMaxAge := fs.Duration("agent-credential-max-age", def.AgentCredentialMaxAge, "refuse agent tokens older than this with 401 credential_expired (0: no maximum)")
+	agentRate, enrollRate := def.AgentRateLimit, def.EnrollRateLimit
+	fs.Var(pacing.RateFlag{Rate: &agentRate}, "agent-rate-limit", "requests per agent, N/DURATION (429 rate_limited beyond it; 0: off)")
+	fs.Var(pacing.RateFlag{Rate: &enrollRate}, "enroll-rate-limit", "enrollments per source address, N/DURATION (429 rate_limited beyond it; 0: off)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *demo && *offline == def.OfflineAfter {
 		// The demo's agents beat every 5-10s: a short window shows quiet ones going offline.
 		*offline = 30 * time.Second
+	}
+	if *demo && agentRate == def.AgentRateLimit {
+		// ...and faster than a real agent's 60s: give them room.
+		agentRate = pacing.Rate{N: 60, Per: time.Minute}
 	}
 	durations := map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
 		"stale-after": *stale, "sweep-interval": *sweep, "shutdown-timeout": *shutdownTimeout}
@@ -229,9 +239,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := ws.Validate(); err != nil {
 		return err
 	}
+	if *credGrace < 0 || *credMaxAge < 0 {
+		return errors.New("--agent-credential-grace and --agent-credential-max-age must not be negative")
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
-		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log, Websocket: ws}
+		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log, Websocket: ws,
+		AgentCredentialGrace: *credGrace, AgentCredentialMaxAge: *credMaxAge, AgentRateLimit: agentRate, EnrollRateLimit: enrollRate}
 	if err := checkDB(*db, false); err != nil {
 		return err
 	}

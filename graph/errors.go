@@ -14,6 +14,7 @@ import (
 
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/observe"
+	"github.com/oneprotect/telemetry/internal/pacing"
 )
 
 // ErrorPresenter is the one place where errors become GraphQL errors: a domain error's code
@@ -35,6 +36,9 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 				gerr.Extensions["field"] = de.Field
 			} else if argField != "" {
 				gerr.Extensions["field"] = argField
+			}
+			if de.RetryAfter > 0 { // RATE_LIMITED: what REST says in its Retry-After header
+				gerr.Extensions["retryAfterSeconds"] = pacing.RetryAfterSeconds(de.RetryAfter)
 			}
 			return gerr
 		}

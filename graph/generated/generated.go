@@ -200,6 +200,7 @@ type ComplexityRoot struct {
 		Accepted             func(childComplexity int) int
 		AgentID              func(childComplexity int) int
 		AssetID              func(childComplexity int) int
+		CredentialExpiresAt  func(childComplexity int) int
 		Duplicate            func(childComplexity int) int
 		NextHeartbeatSeconds func(childComplexity int) int
 		ReceivedAt           func(childComplexity int) int
@@ -941,6 +942,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.HeartbeatResult.AssetID(childComplexity), true
+	case "HeartbeatResult.credentialExpiresAt":
+		if e.ComplexityRoot.HeartbeatResult.CredentialExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.HeartbeatResult.CredentialExpiresAt(childComplexity), true
 	case "HeartbeatResult.duplicate":
 		if e.ComplexityRoot.HeartbeatResult.Duplicate == nil {
 			break
@@ -1570,7 +1577,10 @@ type HeartbeatResult {
   accepted: Boolean!
   duplicate: Boolean!
   receivedAt: Time!
+  "Seconds until the next heartbeat: about the interval, paced and jittered so a fleet spreads out."
   nextHeartbeatSeconds: Int!
+  "Extension: when the calling agent token stops working (its maximum age, or the grace period of a rotated token); null if never."
+  credentialExpiresAt: Time
 }
 
 input CreateSiteInput { name: String! }
@@ -1958,6 +1968,8 @@ func (ec *executionContext) childFields_HeartbeatResult(ctx context.Context, fie
 		return ec.fieldContext_HeartbeatResult_receivedAt(ctx, field)
 	case "nextHeartbeatSeconds":
 		return ec.fieldContext_HeartbeatResult_nextHeartbeatSeconds(ctx, field)
+	case "credentialExpiresAt":
+		return ec.fieldContext_HeartbeatResult_credentialExpiresAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type HeartbeatResult", field.Name)
 }
@@ -5141,6 +5153,29 @@ func (ec *executionContext) _HeartbeatResult_nextHeartbeatSeconds(ctx context.Co
 }
 func (ec *executionContext) fieldContext_HeartbeatResult_nextHeartbeatSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("HeartbeatResult", field, false, false, "Int")
+}
+
+func (ec *executionContext) _HeartbeatResult_credentialExpiresAt(ctx context.Context, field graphql.CollectedField, obj *telemetry.Result) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_HeartbeatResult_credentialExpiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CredentialExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_HeartbeatResult_credentialExpiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("HeartbeatResult", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Mutation_submitHeartbeat(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -9633,6 +9668,11 @@ func (ec *executionContext) _HeartbeatResult(ctx context.Context, sel ast.Select
 		case "nextHeartbeatSeconds":
 			out.Values[i] = ec._HeartbeatResult_nextHeartbeatSeconds(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "credentialExpiresAt":
+			out.Values[i] = ec._HeartbeatResult_credentialExpiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:

@@ -50,6 +50,11 @@ type Config struct {
 	// OnHeartbeat is called after each accepted heartbeat; OnRetry before each retry wait.
 	OnHeartbeat func(heartbeatID string, res *HeartbeatResult)
 	OnRetry     func(heartbeatID string, wait time.Duration, err error)
+	// OnRotate is called after the agent rotated its credential and saved the new token.
+	OnRotate func(agentID string)
+	// Now is the clock that times credential rotation (default time.Now; tests share the
+	// server's clock).
+	Now func() time.Time
 }
 
 // StopError means the server refused this agent for good (revoked, stale, or unknown with
@@ -79,6 +84,8 @@ type runner struct {
 	log    *slog.Logger
 	// enrolledWith is the stored server when --server names another one.
 	enrolledWith string
+	// next is the wait the server asked for in its last answer (paced and jittered there).
+	next time.Duration
 }
 
 // Run enrolls if needed, then sends heartbeats until ctx ends (nil), the server refuses
@@ -104,6 +111,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Inventory == nil {
 		cfg.Inventory = Collect
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	r := &runner{cfg: cfg, log: cfg.Log}
 	err := r.run(ctx)
@@ -169,25 +179,35 @@ func (r *runner) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// retried allows one immediate retry of a refused heartbeat after rotating or falling
+	// back to the previous token, never a loop of them.
+	retried := false
 	for {
-		hbID, res, err := r.deliver(ctx, st)
+		hbID, res, used, err := r.deliver(ctx, st)
 		var apiErr *APIError
+		r.next = 0
 		switch {
 		case err == nil:
-			if r.enrolledWith != "" || (res.NextHeartbeatSeconds > 0 && res.NextHeartbeatSeconds != st.HeartbeatIntervalSeconds) {
+			r.confirm(st, used)
+			if res.NextHeartbeatSeconds > 0 {
+				r.next = time.Duration(res.NextHeartbeatSeconds) * time.Second
+			}
+			if r.enrolledWith != "" {
 				// The server that accepts the identity becomes the default for the next runs.
 				st.Server, r.enrolledWith = r.client.Server, ""
-				if res.NextHeartbeatSeconds > 0 {
-					st.HeartbeatIntervalSeconds = res.NextHeartbeatSeconds
-				}
 				if err := SaveState(r.cfg.StateDir, st); err != nil {
 					r.log.Warn("could not save state", "err", err)
 				}
 			}
 			r.log.Info("heartbeat accepted", "agent_id", st.AgentID, "heartbeat_id", hbID, "duplicate", res.Duplicate,
-				"next_in", r.interval(st).String())
+				"next_in", r.wait(st).String())
 			if r.cfg.OnHeartbeat != nil {
 				r.cfg.OnHeartbeat(hbID, res)
+			}
+			if r.rotateDue(st, res, r.cfg.Now()) {
+				if err := r.rotate(ctx, st); err != nil && ctx.Err() == nil {
+					r.log.Warn("credential rotation failed; the current token is kept and the rotation retried later", "agent_id", st.AgentID, "err", err)
+				}
 			}
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -208,6 +228,23 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			r.log.Error("the server refuses this agent", "agent_id", st.AgentID, "code", apiErr.Code, "message", apiErr.Message)
 			return &StopError{Code: apiErr.Code, Message: apiErr.Message}
+		case !retried && errors.As(err, &apiErr) && apiErr.Code == "credential_expired" && r.cfg.CollectorToken == "":
+			r.log.Warn("the server says this agent's credential is too old: rotating", "agent_id", st.AgentID)
+			rerr := r.rotate(ctx, st)
+			if rerr == nil {
+				retried = true
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			r.log.Error("credential rotation failed", "agent_id", st.AgentID, "err", rerr)
+			if r.cfg.Once {
+				return err
+			}
+		case !retried && errors.As(err, &apiErr) && apiErr.Code == "unauthenticated" && used == st.Token && r.fallBack(st):
+			retried = true
+			continue
 		case errors.As(err, &apiErr) && apiErr.Code == "unknown_agent":
 			if r.cfg.EnrollmentToken == "" {
 				return &StopError{Code: apiErr.Code, Message: apiErr.Message}
@@ -231,13 +268,23 @@ func (r *runner) run(ctx context.Context) error {
 				return err
 			}
 		}
+		retried = false
 		if r.cfg.Once {
 			return nil
 		}
-		if err := Sleep(ctx, r.jittered(r.interval(st))); err != nil {
+		if err := Sleep(ctx, r.wait(st)); err != nil {
 			return err
 		}
 	}
+}
+
+// wait is how long to sleep before the next heartbeat: what the server asked for (it paces
+// and jitters its answers, so no jitter is added), else the interval with local jitter.
+func (r *runner) wait(st *State) time.Duration {
+	if r.next > 0 && r.cfg.Interval == 0 {
+		return r.next
+	}
+	return r.jittered(r.interval(st))
 }
 
 // enroll enrolls this machine, retrying while the server is unreachable or busy, and
@@ -256,8 +303,9 @@ func (r *runner) enroll(ctx context.Context) (*State, error) {
 		if err == nil {
 			st := &State{Server: r.client.Server, MachineID: machineID, AgentID: en.AgentID, AssetID: en.AssetID,
 				TenantID: en.TenantID, SiteID: en.SiteID, CollectorID: en.CollectorID, Token: en.Token,
-				EnrolledAt: time.Now().UTC(), HeartbeatIntervalSeconds: en.HeartbeatIntervalSeconds,
+				EnrolledAt: r.cfg.Now().UTC(), HeartbeatIntervalSeconds: en.HeartbeatIntervalSeconds,
 				EnrollmentTokenSHA256: tokenDigest(r.cfg.EnrollmentToken)}
+			st.TokenIssuedAt = st.EnrolledAt
 			if err := SaveState(r.cfg.StateDir, st); err != nil {
 				return nil, fmt.Errorf("enrolled as %s but could not save the state: %w", en.AgentID, err)
 			}
@@ -279,14 +327,15 @@ func (r *runner) enroll(ctx context.Context) (*State, error) {
 }
 
 // deliver sends one new heartbeat, retrying transport failures, 429 and 5xx with the same
-// body (so the same heartbeat_id: the server counts it once however often it arrives).
-func (r *runner) deliver(ctx context.Context, st *State) (string, *HeartbeatResult, error) {
+// body (so the same heartbeat_id: the server counts it once however often it arrives). It
+// also returns the token it used.
+func (r *runner) deliver(ctx context.Context, st *State) (string, *HeartbeatResult, string, error) {
 	inv := r.cfg.Inventory()
 	hb := HeartbeatBody{HeartbeatID: randomHex(16), SentAt: time.Now().UTC().Truncate(time.Millisecond),
 		Hostname: r.hostname(), AgentVersion: Version, Inventory: &inv}
 	body, err := json.Marshal(&hb)
 	if err != nil {
-		return hb.HeartbeatID, nil, err
+		return hb.HeartbeatID, nil, "", err
 	}
 	token := st.Token
 	if r.cfg.CollectorToken != "" {
@@ -295,11 +344,11 @@ func (r *runner) deliver(ctx context.Context, st *State) (string, *HeartbeatResu
 	for attempt := 1; ; attempt++ {
 		res, err := r.client.Heartbeat(ctx, st.AgentID, token, body)
 		if err == nil {
-			return hb.HeartbeatID, res, nil
+			return hb.HeartbeatID, res, token, nil
 		}
 		var apiErr *APIError
 		if ctx.Err() != nil || !errors.As(err, &apiErr) || !apiErr.Retryable() || (r.cfg.Once && attempt >= r.cfg.MaxAttempts) {
-			return hb.HeartbeatID, nil, err
+			return hb.HeartbeatID, nil, token, err
 		}
 		wait := r.backoff(attempt, apiErr)
 		r.log.Warn("heartbeat failed, retrying", "heartbeat_id", hb.HeartbeatID, "err", err, "in", wait.String())
@@ -307,7 +356,7 @@ func (r *runner) deliver(ctx context.Context, st *State) (string, *HeartbeatResu
 			r.cfg.OnRetry(hb.HeartbeatID, wait, err)
 		}
 		if err := Sleep(ctx, wait); err != nil {
-			return hb.HeartbeatID, nil, err
+			return hb.HeartbeatID, nil, token, err
 		}
 	}
 }

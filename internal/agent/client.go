@@ -70,6 +70,16 @@ type HeartbeatResult struct {
 	Duplicate            bool      `json:"duplicate"`
 	ReceivedAt           time.Time `json:"received_at"`
 	NextHeartbeatSeconds int       `json:"next_heartbeat_seconds"`
+	// CredentialExpiresAt is when the token that sent the heartbeat stops working, if it will.
+	CredentialExpiresAt *time.Time `json:"credential_expires_at"`
+}
+
+// Rotation is the server's answer to a credential rotation.
+type Rotation struct {
+	AgentID                string     `json:"agent_id"`
+	Token                  string     `json:"token"`
+	ExpiresAt              *time.Time `json:"expires_at"`
+	PreviousTokenExpiresAt *time.Time `json:"previous_token_expires_at"`
 }
 
 // APIError is a non-2xx answer (Status > 0) or a transport failure (Status 0).
@@ -118,6 +128,20 @@ func (c *Client) Heartbeat(ctx context.Context, agentID, token string, body []by
 	path := "/api/v1/agents/" + url.PathEscape(agentID) + "/telemetry/heartbeat"
 	if err := c.post(ctx, path, token, body, http.StatusOK, &out); err != nil {
 		return nil, err
+	}
+	return &out, nil
+}
+
+// Rotate exchanges the agent's current token for a new one; the old one keeps working for
+// the server's grace period.
+func (c *Client) Rotate(ctx context.Context, agentID, token string) (*Rotation, error) {
+	var out Rotation
+	path := "/api/v1/agents/" + url.PathEscape(agentID) + "/credentials/rotate"
+	if err := c.post(ctx, path, token, []byte("{}"), http.StatusOK, &out); err != nil {
+		return nil, err
+	}
+	if out.Token == "" {
+		return nil, &APIError{Status: http.StatusOK, Err: fmt.Errorf("the rotation answer holds no token")}
 	}
 	return &out, nil
 }

@@ -25,12 +25,24 @@ type State struct {
 	CollectorID *string   `json:"collector_id"`
 	Token       string    `json:"token"`
 	EnrolledAt  time.Time `json:"enrolled_at"`
-	// HeartbeatIntervalSeconds is the interval the server advertised last.
+	// HeartbeatIntervalSeconds is the interval the server advertised at enrollment.
 	HeartbeatIntervalSeconds int `json:"heartbeat_interval_seconds"`
 	// EnrollmentTokenSHA256 identifies the enrollment token this identity came from (never the
 	// token itself): after a revoke, the same token given again must not undo the revoke,
 	// while a new one re-enrolls.
 	EnrollmentTokenSHA256 string `json:"enrollment_token_sha256,omitempty"`
+	// TokenIssuedAt is when Token was received (enrollment or rotation); zero in state files
+	// written before rotation existed, where EnrolledAt stands in for it.
+	TokenIssuedAt time.Time `json:"token_issued_at,omitzero"`
+	// PreviousToken is the token a rotation replaced, kept until a heartbeat has proved the
+	// new one, so that a rotation interrupted anywhere leaves a token that works.
+	PreviousToken string `json:"previous_token,omitempty"`
+	// TokenExpiresAt is the expiry the server gave for Token (at rotation, or in the first
+	// heartbeat answer after enrollment; TokenExpirySeen says whether it is known, nil being
+	// "never"). An answer reporting an earlier expiry means the token was superseded or the
+	// server lowered its maximum age: the agent rotates at once.
+	TokenExpiresAt  *time.Time `json:"token_expires_at,omitempty"`
+	TokenExpirySeen bool       `json:"token_expiry_seen,omitempty"`
 }
 
 // tokenDigest is the hex SHA-256 of an enrollment token.
@@ -118,7 +130,17 @@ func writeFileAtomic(path string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	// The rename is durable only once the directory is: without this a crash could bring
+	// back the old file after the new token was already in use.
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // MachineID returns /etc/machine-id when there is one, else a random id kept in

@@ -20,12 +20,14 @@ import (
 	"github.com/oneprotect/telemetry/graph/loaders"
 	"github.com/oneprotect/telemetry/internal/apidoc"
 	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/credentials"
 	"github.com/oneprotect/telemetry/internal/cursor"
 	"github.com/oneprotect/telemetry/internal/enrollment"
 	"github.com/oneprotect/telemetry/internal/fleet"
 	"github.com/oneprotect/telemetry/internal/live"
 	"github.com/oneprotect/telemetry/internal/observe"
 	"github.com/oneprotect/telemetry/internal/pki"
+	"github.com/oneprotect/telemetry/internal/pacing"
 	"github.com/oneprotect/telemetry/internal/playground"
 	"github.com/oneprotect/telemetry/internal/rest"
 	"github.com/oneprotect/telemetry/internal/store"
@@ -45,7 +47,15 @@ type Config struct {
 	Playground        bool
 	Introspection     bool
 	MaxBody           int64
-	Log               *slog.Logger
+	// AgentCredentialGrace is how long a rotated agent token keeps working;
+	// AgentCredentialMaxAge refuses agent tokens older than this (0: no maximum).
+	AgentCredentialGrace  time.Duration
+	AgentCredentialMaxAge time.Duration
+	// AgentRateLimit bounds each agent's requests, EnrollRateLimit the enrollments of each
+	// source address; the zero Rate turns a limit off.
+	AgentRateLimit  pacing.Rate
+	EnrollRateLimit pacing.Rate
+	Log             *slog.Logger
 	// Now is the clock; tests replace it. Nil means time.Now.
 	Now func() time.Time
 
@@ -63,7 +73,8 @@ type Config struct {
 func Defaults() Config {
 	return Config{DB: "oneprotect.db", HeartbeatInterval: 60 * time.Second, OfflineAfter: 180 * time.Second,
 		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
-		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default(), Websocket: graph.DefaultWebsocketLimits()}
+		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default(), Websocket: graph.DefaultWebsocketLimits(),
+		AgentCredentialGrace: credentials.DefaultGrace, AgentRateLimit: pacing.DefaultAgentRate, EnrollRateLimit: pacing.DefaultEnrollRate}
 }
 
 // App is the running service.
@@ -74,6 +85,8 @@ type App struct {
 	Tenancy    *tenancy.Service
 	Enrollment *enrollment.Service
 	Telemetry  *telemetry.Service
+	// Credentials rotates agent credentials.
+	Credentials *credentials.Service
 	Fleet      *fleet.Service
 	Live       *live.Broker
 	Metrics    *observe.Metrics
@@ -126,13 +139,18 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now, TokensChanged: a.Auth.Forget}
 	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}
 	a.Enrollment.CA, a.Enrollment.CertTTL = a.CA, cfg.AgentCertTTL
+	a.Enrollment.RateLimit = pacing.NewLimiter(cfg.EnrollRateLimit, cfg.Now)
+	agentLimit := pacing.NewLimiter(cfg.AgentRateLimit, cfg.Now)
+	credPolicy := &credentials.Policy{MaxAge: cfg.AgentCredentialMaxAge, Now: cfg.Now}
+	a.Credentials = &credentials.Service{Store: st, Auth: a.Auth, Policy: credPolicy, Now: cfg.Now,
+		Grace: cfg.AgentCredentialGrace, Limiter: agentLimit}
 	pgDSN := ""
 	if st.Dialect == store.Postgres {
 		pgDSN = cfg.DB
 	}
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
 	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live,
-		Heartbeats: a.Metrics.Heartbeats}
+		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit}
 	a.Fleet = &fleet.Service{Store: st, Cursors: &cursor.Codec{Key: []byte(key)}, Now: cfg.Now, OfflineAfter: cfg.OfflineAfter}
 	a.Sessions = graph.NewSessions(a.Auth)
 	a.Handler = a.routes()
@@ -241,7 +259,7 @@ func (a *App) routes() http.Handler {
 	mux.Handle("GET /openapi.json", apidoc.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
 
-	(&rest.Handler{Enrollment: a.Enrollment, Telemetry: a.Telemetry, MaxBody: a.Config.MaxBody,
+	(&rest.Handler{Enrollment: a.Enrollment, Telemetry: a.Telemetry, Credentials: a.Credentials, MaxBody: a.Config.MaxBody,
 		Log: a.Config.Log, Metrics: a.Metrics}).Register(mux, wrap)
 
 	gql := graph.NewServer(&graph.Resolver{Tenancy: a.Tenancy, Enrollment: a.Enrollment, Telemetry: a.Telemetry,

@@ -4,6 +4,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code is a machine-readable error code. Transports map it in exactly one place each:
@@ -29,6 +30,8 @@ const (
 	CodeIdempotencyConflict    Code = "idempotency_conflict"
 	CodeComplexityLimit        Code = "complexity_limit_exceeded"
 	CodeUnavailable            Code = "unavailable"
+	CodeRateLimited            Code = "rate_limited"
+	CodeCredentialExpired      Code = "credential_expired"
 	CodeInternal               Code = "internal"
 )
 
@@ -45,6 +48,8 @@ type Error struct {
 	Code    Code
 	Message string
 	Field   string
+	// RetryAfter, when set, tells the caller how long to wait (REST: the Retry-After header).
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

@@ -64,6 +64,11 @@ type Principal struct {
 	ActorID   string
 	// ExpiresAt is the expiry of the token that authenticated this principal, if it has one.
 	ExpiresAt *time.Time
+	// TokenID, TokenHash and TokenIssuedAt describe the token that authenticated this
+	// principal: an agent credential's age and its rotation are counted from them.
+	TokenID       string
+	TokenHash     string
+	TokenIssuedAt time.Time
 }
 
 // IsAdmin reports whether p is a USER with the ADMIN role.
@@ -163,6 +168,7 @@ const (
 	EventAgentRevoked      = "agent.revoked"
 	EventAgentStale        = "agent.stale"
 	EventAgentReactivated  = "agent.reactivated"
+	EventCredentialRotated = "agent.credential.rotated"
 )
 
 // Event is an append-only record.

@@ -13,6 +13,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/pki"
+	"github.com/oneprotect/telemetry/internal/pacing"
 	"github.com/oneprotect/telemetry/internal/store"
 	"github.com/oneprotect/telemetry/internal/tenancy"
 )
@@ -43,6 +44,9 @@ type Service struct {
 	crlMu    sync.Mutex
 	crl      []byte
 	crlUntil time.Time
+
+	// RateLimit bounds enrollments per source address (nil: none); see Admit.
+	RateLimit *pacing.Limiter
 }
 
 // NewToken is a freshly minted enrollment token; Secret is shown once.

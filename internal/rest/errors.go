@@ -9,9 +9,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/observe"
+	"github.com/oneprotect/telemetry/internal/pacing"
 )
 
 // statusOf is the one mapping from error codes to HTTP statuses.
@@ -20,7 +22,7 @@ func statusOf(code domain.Code) int {
 	case domain.CodeInvalidRequest, domain.CodeComplexityLimit:
 		return http.StatusBadRequest
 	case domain.CodeUnauthenticated, domain.CodeInvalidEnrollmentToken, domain.CodeUnknownAgent,
-		domain.CodeClientCertificateRequired:
+		domain.CodeClientCertificateRequired, domain.CodeCredentialExpired:
 		return http.StatusUnauthorized
 	case domain.CodeForbidden, domain.CodeServiceAccountRequired, domain.CodeActorMismatch,
 		domain.CodeCollectorMismatch, domain.CodeAgentRevoked, domain.CodeAgentStale, domain.CodeIdentityOverride,
@@ -36,6 +38,8 @@ func statusOf(code domain.Code) int {
 		return http.StatusUnsupportedMediaType
 	case domain.CodeUnavailable:
 		return http.StatusServiceUnavailable
+	case domain.CodeRateLimited:
+		return http.StatusTooManyRequests
 	}
 	return http.StatusInternalServerError
 }
@@ -64,7 +68,9 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.Error("internal error", "request_id", body.Error.RequestID, "path", r.URL.Path, "err", err)
 		body.Error.Code, body.Error.Message = string(domain.CodeInternal), "internal error"
 	}
-	if body.Error.Code == string(domain.CodeUnavailable) {
+	if de != nil && de.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(pacing.RetryAfterSeconds(de.RetryAfter)))
+	} else if body.Error.Code == string(domain.CodeUnavailable) {
 		w.Header().Set("Retry-After", "5")
 	}
 	writeJSON(w, statusOf(domain.Code(body.Error.Code)), &body)

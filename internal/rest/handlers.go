@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/oneprotect/telemetry/internal/credentials"
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/enrollment"
 	"github.com/oneprotect/telemetry/internal/observe"
@@ -22,9 +23,11 @@ import (
 type Handler struct {
 	Enrollment *enrollment.Service
 	Telemetry  *telemetry.Service
-	MaxBody    int64
-	Log        *slog.Logger
-	Metrics    *observe.Metrics
+	// Credentials serves the agents' credential rotation.
+	Credentials *credentials.Service
+	MaxBody     int64
+	Log         *slog.Logger
+	Metrics     *observe.Metrics
 }
 
 // Register mounts the endpoints on mux.
@@ -32,6 +35,7 @@ func (h *Handler) Register(mux *http.ServeMux, wrap func(route string, next http
 	mux.Handle("POST /api/v1/agents/enroll", wrap("enroll", http.HandlerFunc(h.enroll)))
 	mux.Handle("POST /api/v1/agents/{agent_id}/telemetry/heartbeat", wrap("heartbeat", http.HandlerFunc(h.heartbeat)))
 	h.registerCertificates(mux, wrap)
+	mux.Handle("POST /api/v1/agents/{agent_id}/credentials/rotate", wrap("rotate", http.HandlerFunc(h.rotate)))
 }
 
 type enrollResponse struct {
@@ -47,6 +51,11 @@ type enrollResponse struct {
 }
 
 func (h *Handler) enroll(w http.ResponseWriter, r *http.Request) {
+	// The source address is rate-limited before anything else is looked at.
+	if err := h.Enrollment.Admit(r.RemoteAddr); err != nil {
+		writeError(w, r, h.Log, err)
+		return
+	}
 	data, err := h.readBody(w, r)
 	if err != nil {
 		writeError(w, r, h.Log, err)
@@ -91,6 +100,8 @@ type heartbeatResponse struct {
 	Duplicate            bool      `json:"duplicate"`
 	ReceivedAt           time.Time `json:"received_at"`
 	NextHeartbeatSeconds int       `json:"next_heartbeat_seconds"`
+	// CredentialExpiresAt (extension) is when the agent's token stops working, if it will.
+	CredentialExpiresAt *time.Time `json:"credential_expires_at,omitempty"`
 }
 
 func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
@@ -100,7 +111,8 @@ func (h *Handler) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, &heartbeatResponse{AgentID: res.AgentID, AssetID: res.AssetID, Status: "active",
-		Accepted: res.Accepted, Duplicate: res.Duplicate, ReceivedAt: res.ReceivedAt, NextHeartbeatSeconds: res.NextHeartbeatSeconds})
+		Accepted: res.Accepted, Duplicate: res.Duplicate, ReceivedAt: res.ReceivedAt, NextHeartbeatSeconds: res.NextHeartbeatSeconds,
+		CredentialExpiresAt: res.CredentialExpiresAt})
 }
 
 func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
@@ -234,4 +246,23 @@ func jsonType(kind string) string {
 		return "number"
 	}
 	return kind
+}
+
+type rotateResponse struct {
+	AgentID                string     `json:"agent_id"`
+	Token                  string     `json:"token"`
+	ExpiresAt              *time.Time `json:"expires_at"`
+	PreviousTokenExpiresAt time.Time  `json:"previous_token_expires_at"`
+}
+
+// rotate answers POST /api/v1/agents/{agent_id}/credentials/rotate. It takes no body: the
+// bearer token is the whole request, so a body (if any) is not read.
+func (h *Handler) rotate(w http.ResponseWriter, r *http.Request) {
+	out, err := h.Credentials.Rotate(r.Context(), r.PathValue("agent_id"))
+	if err != nil {
+		writeError(w, r, h.Log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, &rotateResponse{AgentID: out.AgentID, Token: out.Token, ExpiresAt: out.ExpiresAt,
+		PreviousTokenExpiresAt: out.PreviousTokenExpiresAt})
 }

@@ -172,6 +172,7 @@ func (s *Store) TokenByHash(ctx context.Context, hash string, now time.Time) (*d
 	}
 	p := row.principalRow.toDomain()
 	p.ExpiresAt = optTime(row.ExpiresAt)
+	p.TokenID, p.TokenHash, p.TokenIssuedAt = row.TokID, row.TokenHash, FromMicros(row.TokCreated)
 	tok := &domain.APIToken{ID: row.TokID, TenantID: p.TenantID, PrincipalID: p.ID, Prefix: row.Prefix,
 		CreatedAt: FromMicros(row.TokCreated), ExpiresAt: p.ExpiresAt, LastUsedAt: optTime(row.LastUsedAt)}
 	return p, tok, row.TokenHash, nil

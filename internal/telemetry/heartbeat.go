@@ -47,4 +47,6 @@ type Result struct {
 	Duplicate            bool
 	ReceivedAt           time.Time
 	NextHeartbeatSeconds int
+	// CredentialExpiresAt is when the calling agent token stops working, if it will.
+	CredentialExpiresAt *time.Time
 }

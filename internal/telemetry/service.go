@@ -14,8 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/credentials"
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
+	"github.com/oneprotect/telemetry/internal/pacing"
 	"github.com/oneprotect/telemetry/internal/projection"
 	"github.com/oneprotect/telemetry/internal/store"
 )
@@ -33,6 +35,10 @@ type Service struct {
 	Publisher         Publisher // optional
 	// Heartbeats counts outcomes by transport by transport and outcome (optional; labels transport, outcome).
 	Heartbeats *prometheus.CounterVec
+	// Credentials is the agent credentials' maximum age (nil: none).
+	Credentials *credentials.Policy
+	// RateLimit is the per-agent heartbeat limit (nil: none).
+	RateLimit *pacing.Limiter
 
 	cacheOnce sync.Once
 	cache     *identityCache
@@ -57,13 +63,18 @@ var (
 
 // Caller returns the calling service account: first the client-certificate checks
 // (CLIENT_CERTIFICATE_REQUIRED, CERTIFICATE_MISMATCH), then UNAUTHENTICATED without a
-// principal, SERVICE_ACCOUNT_REQUIRED for a user. The REST shim calls it before reading the
-// body, as the order of checks requires; Submit calls it again.
+// principal, SERVICE_ACCOUNT_REQUIRED for a user, CREDENTIAL_EXPIRED for an agent token past
+// its maximum age. The REST shim calls it before reading the body, as the order of checks
+// requires; Submit calls it again.
 func (s *Service) Caller(ctx context.Context, agentID string) (*domain.Principal, error) {
 	if err := auth.CheckRelayCertificate(ctx, agentID); err != nil {
 		return nil, err
 	}
-	return auth.RequireServiceAccount(ctx)
+	p, err := auth.RequireServiceAccount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p, s.checkCredential(p)
 }
 
 // submit is Submit without the counter (metrics.go).
@@ -93,6 +104,9 @@ func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 		}
 		return nil, err
 	}
+	if err := s.rateLimit(id); err != nil {
+		return nil, err
+	}
 
 	received := s.Now().UTC().Truncate(time.Microsecond) // the stored precision
 	w, err := s.write(caller, id, hb, received)
@@ -114,7 +128,8 @@ func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 		return nil, errUnknownAgent
 	}
 	res := &Result{AgentID: id.AgentID, AssetID: id.AssetID, Status: domain.StatusActive, Accepted: true,
-		Duplicate: out.Duplicate, ReceivedAt: out.ReceivedAt, NextHeartbeatSeconds: int(s.HeartbeatInterval / time.Second)}
+		Duplicate: out.Duplicate, ReceivedAt: out.ReceivedAt}
+	s.pace(res, caller, received)
 	if !out.Duplicate && s.Publisher != nil {
 		s.Publisher.AssetUpdated(id.TenantID, id.SiteID, id.AssetID)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/app"
+	"github.com/oneprotect/telemetry/internal/pacing"
 )
 
 // Env is the whole service on one fresh database, behind an httptest server.
@@ -36,6 +37,9 @@ func New(t testing.TB, dsn string, opts ...Option) *Env {
 	cfg.DB = dsn
 	cfg.Now = clock.Now
 	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	// The test clock stands still, so no rate-limit bucket would ever refill: the limits are
+	// off unless a test turns them on with an Option.
+	cfg.AgentRateLimit, cfg.EnrollRateLimit = pacing.Rate{}, pacing.Rate{}
 	if testing.Verbose() {
 		cfg.Log = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
