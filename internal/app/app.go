@@ -26,8 +26,8 @@ import (
 	"github.com/oneprotect/telemetry/internal/fleet"
 	"github.com/oneprotect/telemetry/internal/live"
 	"github.com/oneprotect/telemetry/internal/observe"
-	"github.com/oneprotect/telemetry/internal/pki"
 	"github.com/oneprotect/telemetry/internal/pacing"
+	"github.com/oneprotect/telemetry/internal/pki"
 	"github.com/oneprotect/telemetry/internal/playground"
 	"github.com/oneprotect/telemetry/internal/rest"
 	"github.com/oneprotect/telemetry/internal/store"
@@ -85,14 +85,14 @@ type App struct {
 	Tenancy    *tenancy.Service
 	Enrollment *enrollment.Service
 	Telemetry  *telemetry.Service
-	// Credentials rotates agent credentials.
-	Credentials *credentials.Service
 	Fleet      *fleet.Service
 	Live       *live.Broker
 	Metrics    *observe.Metrics
 	Handler    http.Handler
 	// Sessions are the open GraphQL websocket connections.
 	Sessions *graph.Sessions
+	// Credentials rotates agent credentials.
+	Credentials *credentials.Service
 
 	bg        sync.WaitGroup // the background jobs Run started
 	stopBG    context.CancelFunc

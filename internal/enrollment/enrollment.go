@@ -12,8 +12,8 @@ import (
 	"github.com/oneprotect/telemetry/internal/auth"
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
-	"github.com/oneprotect/telemetry/internal/pki"
 	"github.com/oneprotect/telemetry/internal/pacing"
+	"github.com/oneprotect/telemetry/internal/pki"
 	"github.com/oneprotect/telemetry/internal/store"
 	"github.com/oneprotect/telemetry/internal/tenancy"
 )
