@@ -211,23 +211,6 @@ func (r *runner) run(ctx context.Context) error {
 			}
 		case ctx.Err() != nil:
 			return ctx.Err()
-		case errors.As(err, &apiErr) && r.enrolledWith != "" && r.cfg.EnrollmentToken == "" &&
-			(apiErr.Code == "unauthenticated" || apiErr.Code == "unknown_agent"):
-			return fmt.Errorf("%s does not know the identity in %s, which was enrolled with %s (%s): give --enrollment-token to enroll with %s, or leave out --server to use %s",
-				r.client.Server, r.cfg.StateDir, r.enrolledWith, apiErr.Code, r.client.Server, r.enrolledWith)
-		case errors.As(err, &apiErr) && (apiErr.Code == "agent_revoked" || apiErr.Code == "agent_stale" || apiErr.Code == "unauthenticated"):
-			if r.newEnrollmentToken(st) {
-				// An admin handed out a new token: that is the way back after a revoke. The token
-				// the identity came from is not: giving it again must not undo the revoke.
-				r.log.Warn("the server refuses this identity: enrolling again with the new enrollment token",
-					"agent_id", st.AgentID, "code", apiErr.Code)
-				if st, err = r.enroll(ctx); err != nil {
-					return err
-				}
-				continue
-			}
-			r.log.Error("the server refuses this agent", "agent_id", st.AgentID, "code", apiErr.Code, "message", apiErr.Message)
-			return &StopError{Code: apiErr.Code, Message: apiErr.Message}
 		case !retried && errors.As(err, &apiErr) && apiErr.Code == "credential_expired" && r.cfg.CollectorToken == "":
 			r.log.Warn("the server says this agent's credential is too old: rotating", "agent_id", st.AgentID)
 			rerr := r.rotate(ctx, st)
@@ -245,6 +228,23 @@ func (r *runner) run(ctx context.Context) error {
 		case !retried && errors.As(err, &apiErr) && apiErr.Code == "unauthenticated" && used == st.Token && r.fallBack(st):
 			retried = true
 			continue
+		case errors.As(err, &apiErr) && r.enrolledWith != "" && r.cfg.EnrollmentToken == "" &&
+			(apiErr.Code == "unauthenticated" || apiErr.Code == "unknown_agent"):
+			return fmt.Errorf("%s does not know the identity in %s, which was enrolled with %s (%s): give --enrollment-token to enroll with %s, or leave out --server to use %s",
+				r.client.Server, r.cfg.StateDir, r.enrolledWith, apiErr.Code, r.client.Server, r.enrolledWith)
+		case errors.As(err, &apiErr) && (apiErr.Code == "agent_revoked" || apiErr.Code == "agent_stale" || apiErr.Code == "unauthenticated"):
+			if r.newEnrollmentToken(st) {
+				// An admin handed out a new token: that is the way back after a revoke. The token
+				// the identity came from is not: giving it again must not undo the revoke.
+				r.log.Warn("the server refuses this identity: enrolling again with the new enrollment token",
+					"agent_id", st.AgentID, "code", apiErr.Code)
+				if st, err = r.enroll(ctx); err != nil {
+					return err
+				}
+				continue
+			}
+			r.log.Error("the server refuses this agent", "agent_id", st.AgentID, "code", apiErr.Code, "message", apiErr.Message)
+			return &StopError{Code: apiErr.Code, Message: apiErr.Message}
 		case errors.As(err, &apiErr) && apiErr.Code == "unknown_agent":
 			if r.cfg.EnrollmentToken == "" {
 				return &StopError{Code: apiErr.Code, Message: apiErr.Message}
