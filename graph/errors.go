@@ -21,9 +21,13 @@ import (
 // becomes extensions.code in upper case (UNKNOWN_AGENT, FORBIDDEN, ...) with the offending
 // field in extensions.field; gqlgen's own errors keep their codes; anything else is internal
 // and reaches the client only as "internal error" and the request id.
-func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
+// With hide (--introspection=false), validation messages name nothing of the schema.
+func ErrorPresenter(log *slog.Logger, hide bool) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gerr := graphql.DefaultErrorPresenter(ctx, err)
+		if hide {
+			gerr = hideSchema(ctx, gerr)
+		}
 		argField := argumentField(ctx, gerr.Path)
 		var de *domain.Error
 		if errors.As(err, &de) {
@@ -50,6 +54,11 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 		}
 		if _, ok := gerr.Extensions["code"]; ok {
 			return gerr // parse, validation and complexity errors from gqlgen
+		}
+		if strings.HasPrefix(gerr.Message, "json request body could not be decoded") {
+			// gqlgen's message repeats the whole body and names Go types.
+			return &gqlerror.Error{Message: `the body must be a JSON object: {"query": "...", "variables": {...}}`,
+				Extensions: map[string]any{"code": strings.ToUpper(string(domain.CodeInvalidRequest))}}
 		}
 		var unwrapped *gqlerror.Error
 		if errors.As(err, &unwrapped) && unwrapped.Err == nil && len(gerr.Path) == 0 {

@@ -79,15 +79,16 @@ func NewServer(r *Resolver, o Options) *Server {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.SetParserTokenLimit(parserTokenLimit)
 	srv.Use(newShapeLimit())
-	srv.Use(extension.FixedComplexityLimit(ComplexityLimit))
+	srv.Use(&costLimit{})
 	srv.Use(subscriptionOps{})
 	srv.Use(executionMarker{})
 	if o.Introspection {
 		srv.Use(extension.Introspection{})
 	} else {
 		srv.SetDisableSuggestion(true)
+		srv.Use(introspectionOff{})
 	}
-	srv.SetErrorPresenter(ErrorPresenter(o.Log))
+	srv.SetErrorPresenter(ErrorPresenter(o.Log, !o.Introspection))
 	srv.SetRecoverFunc(Recover(o.Log))
 	return &Server{Server: srv, gate: gate}
 }
