@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -79,6 +80,15 @@ func (s *scanner) field(extra string) string {
 		return "body"
 	}
 	f := strings.Join(parts, ".")
+	if slices.Contains(parts, "") {
+		named := make([]string, len(parts))
+		for i, p := range parts {
+			if named[i] = p; p == "" {
+				named[i] = `""` // an empty key, named visibly
+			}
+		}
+		f = strings.Join(named, ".")
+	}
 	if len(f) > 200 {
 		cut := 200
 		for cut > 0 && !utf8.RuneStart(f[cut]) {
