@@ -3,7 +3,7 @@
 GO ?= go
 BIN := bin/oneprotect
 
-.PHONY: build run demo test test-short generate vet bench clean
+.PHONY: build run demo test test-short generate vet bench clean api-check
 
 # The commit and version go into `oneprotect version` even where VCS stamping is off.
 LDFLAGS := -X main.commit=$(shell git rev-parse HEAD 2>/dev/null) -X main.version=$(shell git describe --tags --always --dirty 2>/dev/null)
@@ -25,6 +25,10 @@ test-short:
 
 generate:
 	$(GO) tool gqlgen generate
+
+# OpenAPI lint and breaking-change checks against api/baseline/ (needs npx).
+api-check:
+	.ci/api-check
 
 vet:
 	$(GO) vet ./...
