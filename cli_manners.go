@@ -50,7 +50,15 @@ func unknownCommand(args []string) error {
 	}
 	typed := strings.Join(words, " ")
 	msg := fmt.Sprintf("unknown command %q", typed)
-	if s := suggest(typed, commands); s != "" {
+	var sub []string // "tenant" alone: its subcommands
+	for _, c := range commands {
+		if strings.HasPrefix(c, typed+" ") {
+			sub = append(sub, fmt.Sprintf("%q", c))
+		}
+	}
+	if len(sub) > 0 {
+		msg += "; did you mean " + strings.Join(sub, " or ") + "?"
+	} else if s := suggest(typed, commands); s != "" {
 		msg += fmt.Sprintf("; did you mean %q?", s)
 	}
 	return &usageError{msg + "\nrun 'oneprotect -h' for the list of commands"}

@@ -24,6 +24,10 @@ func TestUnknownCommandSuggestsWithoutTheWholeUsage(t *testing.T) {
 	if code != 2 || !strings.Contains(stderr, `did you mean "tenant create"?`) || strings.Contains(stderr, "commands:") {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
+	code, _, stderr = runCLI(t, "tenant")
+	if code != 2 || !strings.Contains(stderr, `did you mean "tenant create"?`) {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
 	code, _, stderr = runCLI(t, "servr")
 	if code != 2 || !strings.Contains(stderr, `did you mean "serve"?`) {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
