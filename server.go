@@ -197,6 +197,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	offline := fs.Duration("offline-after", def.OfflineAfter, "an asset is online while its last heartbeat is younger")
 	stale := fs.Duration("stale-after", def.StaleAfter, "identities silent this long become STALE")
 	sweep := fs.Duration("sweep-interval", def.SweepInterval, "how often the stale sweeper runs")
+	retention := fs.Duration("telemetry-retention", def.TelemetryRetention, "how long heartbeats (asset.telemetry.received events, and so their heartbeat_id repeats) are kept; lifecycle events and inventory history are kept for good")
 	pg := fs.Bool("playground", def.Playground, "serve the GraphQL playground at /playground")
 	intro := fs.Bool("introspection", def.Introspection, "allow GraphQL introspection (and field suggestions)")
 	maxBody := byteSize(def.MaxBody)
@@ -230,7 +231,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		agentRate = pacing.Rate{N: 60, Per: time.Minute}
 	}
 	durations := map[string]time.Duration{"heartbeat-interval": *interval, "offline-after": *offline,
-		"stale-after": *stale, "sweep-interval": *sweep, "shutdown-timeout": *shutdownTimeout}
+		"stale-after": *stale, "sweep-interval": *sweep, "shutdown-timeout": *shutdownTimeout, "telemetry-retention": *retention}
 	for _, name := range sortedKeys(durations) {
 		if durations[name] <= 0 {
 			return fmt.Errorf("--%s must be positive", name)
@@ -245,7 +246,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
 		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log, Websocket: ws,
-		AgentCredentialGrace: *credGrace, AgentCredentialMaxAge: *credMaxAge, AgentRateLimit: agentRate, EnrollRateLimit: enrollRate}
+		AgentCredentialGrace: *credGrace, AgentCredentialMaxAge: *credMaxAge, AgentRateLimit: agentRate, EnrollRateLimit: enrollRate,
+		TelemetryRetention: *retention}
 	if err := checkDB(*db, false); err != nil {
 		return err
 	}

@@ -67,6 +67,8 @@ type Config struct {
 	RequireAgentMTLS bool
 	// Websocket bounds GraphQL subscription connections (zero fields: defaults).
 	Websocket graph.WebsocketLimits
+	// TelemetryRetention is how long the heartbeat log (asset.telemetry.received) is kept.
+	TelemetryRetention time.Duration
 }
 
 // Defaults returns the contract's defaults.
@@ -74,7 +76,8 @@ func Defaults() Config {
 	return Config{DB: "oneprotect.db", HeartbeatInterval: 60 * time.Second, OfflineAfter: 180 * time.Second,
 		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
 		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default(), Websocket: graph.DefaultWebsocketLimits(),
-		AgentCredentialGrace: credentials.DefaultGrace, AgentRateLimit: pacing.DefaultAgentRate, EnrollRateLimit: pacing.DefaultEnrollRate}
+		AgentCredentialGrace: credentials.DefaultGrace, AgentRateLimit: pacing.DefaultAgentRate, EnrollRateLimit: pacing.DefaultEnrollRate,
+		TelemetryRetention: telemetry.DefaultRetention}
 }
 
 // App is the running service.
@@ -88,6 +91,7 @@ type App struct {
 	Fleet      *fleet.Service
 	Live       *live.Broker
 	Metrics    *observe.Metrics
+	Retention  *telemetry.Retention
 	Handler    http.Handler
 	// Sessions are the open GraphQL websocket connections.
 	Sessions *graph.Sessions
@@ -151,6 +155,12 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
 	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live,
 		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit}
+	retention := cfg.TelemetryRetention
+	if retention <= 0 {
+		retention = telemetry.DefaultRetention
+	}
+	a.Retention = &telemetry.Retention{Service: a.Telemetry, Retention: retention, Interval: telemetry.DefaultPruneInterval,
+		Batch: telemetry.DefaultPruneBatch, Pause: telemetry.DefaultPruneBatchWait}
 	a.Fleet = &fleet.Service{Store: st, Cursors: &cursor.Codec{Key: []byte(key)}, Now: cfg.Now, OfflineAfter: cfg.OfflineAfter}
 	a.Sessions = graph.NewSessions(a.Auth)
 	a.Handler = a.routes()
@@ -180,6 +190,7 @@ func (a *App) Run(ctx context.Context) {
 	a.bg.Go(func() {
 		a.Enrollment.RunSweeper(ctx, a.Config.SweepInterval, a.Config.StaleAfter, a.Config.Log)
 	})
+	a.bg.Go(func() { a.Retention.Run(ctx, a.Config.Log) })
 }
 
 // closeBound bounds each waiting step of Close, so a stuck connection or job cannot keep

@@ -63,6 +63,8 @@ type heartbeatStatements struct {
 	// The slow path.
 	identity, insertLogOnce, selectHash, liveness, asset, insertAsset, updateAsset,
 	insertLiveness, updateLiveness, freezeIdentity, activate, refreshIdentity, insertEvent string
+	// Retention.
+	pruneScan, pruneRange string
 }
 
 const (
@@ -120,6 +122,8 @@ SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM log), (SELECT count(*) F
   WHERE agent_id = ? AND tenant_id = ?`),
 		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
+		pruneScan:  rebind(`SELECT seq, received_at FROM heartbeats WHERE seq > ? ORDER BY seq LIMIT ?`),
+		pruneRange: rebind(`DELETE FROM heartbeats WHERE seq > ? AND seq <= ? AND received_at < ?`),
 	}
 	return h
 }
@@ -127,7 +131,8 @@ SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM log), (SELECT count(*) F
 // all lists the statements a transaction runs, for preparing them once.
 func (h *heartbeatStatements) all(d Dialect) []string {
 	out := []string{h.identity, h.insertLogOnce, h.selectHash, h.liveness, h.asset, h.insertAsset, h.updateAsset,
-		h.insertLiveness, h.updateLiveness, h.freezeIdentity, h.activate, h.refreshIdentity, h.insertEvent}
+		h.insertLiveness, h.updateLiveness, h.freezeIdentity, h.activate, h.refreshIdentity, h.insertEvent,
+		h.pruneScan, h.pruneRange}
 	if d == Postgres {
 		return append(out, h.pgFast)
 	}
@@ -360,6 +365,13 @@ func (s *Store) repeated(ctx context.Context, q rowQuerier, w *HeartbeatWrite) (
 // rowQuerier is a transaction or a pool.
 type rowQuerier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// preparedQuerier is a transaction, plain or with prepared statements.
+type preparedQuerier interface {
+	rowQuerier
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
 // snapshotArgs are a snapshot's values in assetInvColumns order.

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,6 +45,8 @@ type Store struct {
 	stmts   *stmtCache
 	commit  *committer
 	reads   readStatements
+
+	pruneFrom atomic.Int64 // the log position retention has pruned up to
 
 	// ObserveCommit, when set, learns the size and duration of every group commit.
 	ObserveCommit func(writes int, took time.Duration)
