@@ -131,7 +131,9 @@ func sqliteDSN(path string, cacheKiB int) string {
 		return u + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=1&_synchronous=FULL&_txlock=immediate" +
 			"&_cache_size=" + cache
 	}
-	return u + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)" +
+	// busy_timeout first: switching a new file to WAL takes a lock that another process opening
+	// it at the same moment (a second replica, the CLI) must wait for, not fail on.
+	return u + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
 		"&_pragma=synchronous(FULL)&_pragma=temp_store(MEMORY)&_txlock=immediate&_pragma=cache_size(" + cache + ")"
 }
 
