@@ -35,6 +35,7 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$BIN" .
+go build -o "$WORK/subwatch" ./internal/tools/subwatch
 psql -q "$PG_URL" -c "CREATE DATABASE $DBNAME" >/dev/null
 "$BIN" migrate --db "$DB" >/dev/null
 
@@ -88,15 +89,25 @@ site=$(gql '{"query":"mutation { createSite(input: {name: \"HQ\"}) { id } }"}' |
 token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$site"'","n":'"$AGENTS"'}}' |
   jq -r .data.createEnrollmentToken.token)
 
+# Subscribers: one on replica 2 directly, one through the balancer (a WebSocket through HAProxy).
+secs=${DURATION%s}
+listen=$((secs + 8))s
+"$WORK/subwatch" -url "ws://127.0.0.1:$((FIRST_PORT + 1))/query" -token "$admin" -for "$listen" >"$WORK/sub-replica2.json" &
+SUB2=$!
+"$WORK/subwatch" -url "ws://$LB/query" -token "$admin" -for "$listen" >"$WORK/sub-lb.json" &
+SUBLB=$!
+
 # Load through the balancer; a third of the way in, replica 1 is killed with SIGKILL.
 "$BIN" loadgen --server "http://$LB" --enrollment-token "$token" --agents "$AGENTS" --duration "$DURATION" \
   --concurrency 16 --quiet --json >"$WORK/load.json" 2>"$WORK/load.log" &
 LOAD=$!
-secs=${DURATION%s}
 sleep $((secs / 3 + 2)) # enrollment first, then part of the heartbeats
 kill -9 "${REPLICA_PID[1]}"
+killed_at=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
 echo "killed replica 1 (SIGKILL) under load"
 wait "$LOAD"
+wait "$SUB2" || true
+wait "$SUBLB" || true
 
 acked=$(jq .accepted "$WORK/load.json")
 errors=$(jq .errors "$WORK/load.json")
@@ -106,6 +117,16 @@ echo "acknowledged $acked, refused or cut $errors, stored $stored; by status: $(
 # stored too (the replica committed it, then died before answering), hence the upper bound.
 if [ "$stored" -lt "$acked" ] || [ "$stored" -gt $((acked + errors)) ]; then
   echo "FAIL: stored heartbeats outside [acknowledged, acknowledged + errors]"
+  exit 1
+fi
+echo "subscriber on replica 2: $(cat "$WORK/sub-replica2.json"); through the balancer: $(cat "$WORK/sub-lb.json")"
+last2=$(jq -r '.last_update_at // ""' "$WORK/sub-replica2.json")
+if [[ -z "$last2" || "$last2" < "$killed_at" ]]; then
+  echo "FAIL: the subscriber on a surviving replica received nothing after the kill"
+  exit 1
+fi
+if [ "$(jq .updates "$WORK/sub-lb.json")" -eq 0 ]; then
+  echo "FAIL: the subscription through the balancer received nothing"
   exit 1
 fi
 survivors=0
