@@ -103,6 +103,10 @@ func Complexity() generated.ComplexityRoot {
 	c.EventConnection.TotalCount = totalCount
 	c.EnrollmentTokenConnection.TotalCount = totalCount
 	c.Query.FleetSummary = func(child int, _ *string) int { return saturate(summaryCost + int64(child)) }
+	c.EnrollmentToken.Identities = func(child int, first *int, _ *string) int {
+		// One query per token, like Asset.events.
+		return saturate(perParentQuery + int64(listCost(child, pageSize(first))))
+	}
 	c.Query.Sites = func(child int) int { return listCost(child, unpagedList) }
 	c.Query.Collectors = func(child int, _ *string) int { return listCost(child, unpagedList) }
 	return c

@@ -84,6 +84,11 @@ func (r *enrollmentTokenResolver) CreatedBy(ctx context.Context, obj *domain.Enr
 	return loaders.Load(ctx, principalLoader, obj.CreatedBy)
 }
 
+// Identities is the resolver for the identities field.
+func (r *enrollmentTokenResolver) Identities(ctx context.Context, obj *domain.EnrollmentToken, first *int, after *string) (*fleet.AgentIdentityConnection, error) {
+	return r.Fleet.EnrollmentTokenIdentities(ctx, obj, first, after)
+}
+
 // Payload is the resolver for the payload field.
 func (r *eventResolver) Payload(ctx context.Context, obj *domain.Event) (map[string]any, error) {
 	return decodeJSONObject(obj.Payload)
@@ -214,6 +219,11 @@ func (r *queryResolver) Events(ctx context.Context, first *int, after *string, f
 // EnrollmentTokens is the resolver for the enrollmentTokens field.
 func (r *queryResolver) EnrollmentTokens(ctx context.Context, first *int, after *string) (*fleet.EnrollmentTokenConnection, error) {
 	return r.Fleet.EnrollmentTokens(ctx, first, after)
+}
+
+// EnrollmentToken is the resolver for the enrollmentToken field.
+func (r *queryResolver) EnrollmentToken(ctx context.Context, id string) (*domain.EnrollmentToken, error) {
+	return r.Fleet.EnrollmentToken(ctx, id)
 }
 
 // FleetSummary is the resolver for the fleetSummary field.

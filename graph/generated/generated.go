@@ -143,16 +143,17 @@ type ComplexityRoot struct {
 	}
 
 	EnrollmentToken struct {
-		Collector func(childComplexity int) int
-		CreatedAt func(childComplexity int) int
-		CreatedBy func(childComplexity int) int
-		ExpiresAt func(childComplexity int) int
-		ID        func(childComplexity int) int
-		MaxUses   func(childComplexity int) int
-		Prefix    func(childComplexity int) int
-		RevokedAt func(childComplexity int) int
-		Site      func(childComplexity int) int
-		Uses      func(childComplexity int) int
+		Collector  func(childComplexity int) int
+		CreatedAt  func(childComplexity int) int
+		CreatedBy  func(childComplexity int) int
+		ExpiresAt  func(childComplexity int) int
+		ID         func(childComplexity int) int
+		Identities func(childComplexity int, first *int, after *string) int
+		MaxUses    func(childComplexity int) int
+		Prefix     func(childComplexity int) int
+		RevokedAt  func(childComplexity int) int
+		Site       func(childComplexity int) int
+		Uses       func(childComplexity int) int
 	}
 
 	EnrollmentTokenConnection struct {
@@ -251,6 +252,7 @@ type ComplexityRoot struct {
 		Asset            func(childComplexity int, id string) int
 		Assets           func(childComplexity int, first *int, after *string, filter *model.AssetFilter) int
 		Collectors       func(childComplexity int, siteID *string) int
+		EnrollmentToken  func(childComplexity int, id string) int
 		EnrollmentTokens func(childComplexity int, first *int, after *string) int
 		Events           func(childComplexity int, first *int, after *string, filter *model.EventFilter) int
 		FleetSummary     func(childComplexity int, siteID *string) int
@@ -307,6 +309,7 @@ type EnrollmentTokenResolver interface {
 	Collector(ctx context.Context, obj *domain.EnrollmentToken) (*domain.Collector, error)
 
 	CreatedBy(ctx context.Context, obj *domain.EnrollmentToken) (*domain.Principal, error)
+	Identities(ctx context.Context, obj *domain.EnrollmentToken, first *int, after *string) (*fleet.AgentIdentityConnection, error)
 }
 type EventResolver interface {
 	Payload(ctx context.Context, obj *domain.Event) (map[string]any, error)
@@ -336,6 +339,7 @@ type QueryResolver interface {
 	AgentIdentities(ctx context.Context, first *int, after *string, filter *model.AgentIdentityFilter) (*fleet.AgentIdentityConnection, error)
 	Events(ctx context.Context, first *int, after *string, filter *model.EventFilter) (*fleet.EventConnection, error)
 	EnrollmentTokens(ctx context.Context, first *int, after *string) (*fleet.EnrollmentTokenConnection, error)
+	EnrollmentToken(ctx context.Context, id string) (*domain.EnrollmentToken, error)
 	FleetSummary(ctx context.Context, siteID *string) (*model.FleetSummary, error)
 	APITokens(ctx context.Context, principalID *string, first *int) ([]*domain.APIToken, error)
 }
@@ -749,6 +753,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.EnrollmentToken.ID(childComplexity), true
+	case "EnrollmentToken.identities":
+		if e.ComplexityRoot.EnrollmentToken.Identities == nil {
+			break
+		}
+
+		args, err := ec.field_EnrollmentToken_identities_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.EnrollmentToken.Identities(childComplexity, args["first"].(*int), args["after"].(*string)), true
 	case "EnrollmentToken.maxUses":
 		if e.ComplexityRoot.EnrollmentToken.MaxUses == nil {
 			break
@@ -1221,6 +1236,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Collectors(childComplexity, args["siteId"].(*string)), true
+	case "Query.enrollmentToken":
+		if e.ComplexityRoot.Query.EnrollmentToken == nil {
+			break
+		}
+
+		args, err := ec.field_Query_enrollmentToken_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.EnrollmentToken(childComplexity, args["id"].(string)), true
 	case "Query.enrollmentTokens":
 		if e.ComplexityRoot.Query.EnrollmentTokens == nil {
 			break
@@ -1469,6 +1495,8 @@ type Query {
   events(first: Int = 50, after: String, filter: EventFilter): EventConnection! @hasRole(role: VIEWER)
   "Extension: the tenant's enrollment tokens, newest first (never the secret)."
   enrollmentTokens(first: Int = 50, after: String): EnrollmentTokenConnection! @hasRole(role: ADMIN)
+  "Extension: one enrollment token of the tenant (null for another tenant's), to page through the identities it enrolled."
+  enrollmentToken(id: ID!): EnrollmentToken @hasRole(role: ADMIN)
   "Extension: counts for dashboard tiles, from aggregate queries."
   fleetSummary(siteId: ID): FleetSummary! @hasRole(role: VIEWER)
   "The user API tokens of the tenant (optionally of one user), newest first, at most ` + "`" + `first` + "`" + ` (up to 500); never the secret."
@@ -1608,6 +1636,8 @@ type EnrollmentToken {
   revokedAt: Time
   createdAt: Time!
   createdBy: Principal
+  "The agent identities this token enrolled (revoked and superseded ones included), by agent id."
+  identities(first: Int = 50, after: String): AgentIdentityConnection!
 }
 
 "Extension: dashboard tile counts."
@@ -1866,6 +1896,8 @@ func (ec *executionContext) childFields_EnrollmentToken(ctx context.Context, fie
 		return ec.fieldContext_EnrollmentToken_createdAt(ctx, field)
 	case "createdBy":
 		return ec.fieldContext_EnrollmentToken_createdBy(ctx, field)
+	case "identities":
+		return ec.fieldContext_EnrollmentToken_identities(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type EnrollmentToken", field.Name)
 }
@@ -2208,6 +2240,28 @@ func (ec *executionContext) field_Asset_events_args(ctx context.Context, rawArgs
 	return args, nil
 }
 
+func (ec *executionContext) field_EnrollmentToken_identities_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_createApiToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -2485,6 +2539,20 @@ func (ec *executionContext) field_Query_collectors_args(ctx context.Context, raw
 		return nil, err
 	}
 	args["siteId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_enrollmentToken_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
 	return args, nil
 }
 
@@ -4380,6 +4448,50 @@ func (ec *executionContext) fieldContext_EnrollmentToken_createdBy(_ context.Con
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Principal(ctx, field)
 		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _EnrollmentToken_identities(ctx context.Context, field graphql.CollectedField, obj *domain.EnrollmentToken) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EnrollmentToken_identities(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.EnrollmentToken().Identities(ctx, obj, fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *fleet.AgentIdentityConnection) graphql.Marshaler {
+			return ec.marshalNAgentIdentityConnection2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋfleetᚐAgentIdentityConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EnrollmentToken_identities(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "EnrollmentToken",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AgentIdentityConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_EnrollmentToken_identities_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
 	}
 	return fc, nil
 }
@@ -6562,6 +6674,68 @@ func (ec *executionContext) fieldContext_Query_enrollmentTokens(ctx context.Cont
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_enrollmentTokens_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_enrollmentToken(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_enrollmentToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().EnrollmentToken(ctx, fc.Args["id"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *domain.EnrollmentToken
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *domain.EnrollmentToken
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *domain.EnrollmentToken) graphql.Marshaler {
+			return ec.marshalOEnrollmentToken2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐEnrollmentToken(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_enrollmentToken(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EnrollmentToken(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_enrollmentToken_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -9321,6 +9495,12 @@ func (ec *executionContext) _EnrollmentToken(ctx context.Context, sel ast.Select
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._EnrollmentToken_createdBy(ctx, field, obj)
 				})
+		case "identities":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EnrollmentToken_identities(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -10042,6 +10222,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_enrollmentTokens(ctx, field)
+				})
+		case "enrollmentToken":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_enrollmentToken(ctx, field)
 				})
 		case "fleetSummary":
 			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
@@ -11310,6 +11496,13 @@ func (ec *executionContext) marshalOCollector2ᚖgithubᚗcomᚋoneprotectᚋtel
 		return graphql.Null
 	}
 	return ec._Collector(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOEnrollmentToken2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐEnrollmentToken(ctx context.Context, sel ast.SelectionSet, v *domain.EnrollmentToken) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._EnrollmentToken(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOEventFilter2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐEventFilter(ctx context.Context, v any) (*model.EventFilter, error) {

@@ -169,6 +169,9 @@ func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string
 		return nil, err
 	}
 	query := fingerprint("identities", f.SiteID, status)
+	if f.EnrollmentTokenID != nil {
+		query = fingerprint("token-identities", f.EnrollmentTokenID, f.SiteID, status)
+	}
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
 	if err != nil {
 		return nil, err

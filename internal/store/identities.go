@@ -101,6 +101,8 @@ func (s *Store) AgentIdentitiesByID(ctx context.Context, tenantID string, ids []
 type IdentityFilter struct {
 	SiteID *string
 	Status *domain.AgentStatus
+	// EnrollmentTokenID lists the identities one enrollment token enrolled.
+	EnrollmentTokenID *string
 }
 
 func (f IdentityFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
@@ -109,6 +111,9 @@ func (f IdentityFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 	}
 	if f.Status != nil {
 		q = q.Where("i.status = ?", string(*f.Status))
+	}
+	if f.EnrollmentTokenID != nil {
+		q = q.Where("i.enrollment_token_id = ?", *f.EnrollmentTokenID)
 	}
 	return q
 }
