@@ -171,6 +171,8 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		arg, usage := flag.UnquoteUsage(f)
 		switch {
+		case strings.Contains(arg, " "): // a back-quoted phrase in the usage, not a placeholder name
+			arg = "value"
 		case isDuration(f.Value):
 			arg = "duration"
 		case arg == "value":

@@ -40,3 +40,20 @@ func TestDocsStandAlone(t *testing.T) {
 		}
 	}
 }
+
+// Every flag of `oneprotect serve` is in the operations guide's table.
+func TestOperationsGuideListsEveryServeFlag(t *testing.T) {
+	code, help, _ := runCLI(t, "serve", "-h")
+	if code != 0 {
+		t.Fatalf("serve -h: exit %d", code)
+	}
+	guide, err := os.ReadFile("docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^  --(\S+)`).FindAllStringSubmatch(help, -1) {
+		if !strings.Contains(string(guide), "| `--"+m[1]+"` |") {
+			t.Errorf("docs/operations.md does not list serve --%s", m[1])
+		}
+	}
+}
