@@ -250,7 +250,22 @@ func TestFleetViewInABrowser(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitText(t, ctx, "details", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
-				func(s string) bool { return strings.Contains(s, "asset.discovered") })
+				func(s string) bool { return strings.Contains(s, "asset.discovered") && strings.Contains(s, "agent.enrolled") })
+		})
+
+		t.Run("an inventory change reads old and new", func(t *testing.T) {
+			if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("site"), "")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('site').dispatchEvent(new Event('change'))`)); err != nil {
+				t.Fatal(err)
+			}
+			row := fmt.Sprintf(`#rows tr[data-asset-id=%q]`, agents[0].AssetID)
+			if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row)), chromedp.Click(chromedp.CSS(row))); err != nil {
+				t.Fatal(err)
+			}
+			waitText(t, ctx, "inventory change", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
+				func(s string) bool { return strings.Contains(s, "hostname: web-01 → web-01-renamed") })
 		})
 
 		t.Run("legible at 420 px", func(t *testing.T) {

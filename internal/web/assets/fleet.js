@@ -284,17 +284,37 @@
         var tr = el('tr');
         tr.appendChild(el('td', e.node.occurredAt));
         tr.appendChild(el('td', e.node.type));
-        tr.appendChild(el('td', summarize(e.node.payload), 'payload'));
+        tr.appendChild(el('td', summarize(e.node.type, e.node.payload), 'payload'));
         body.appendChild(tr);
       });
       $('details').hidden = false;
     }).catch(showError);
   }
 
-  function summarize(p) {
+  function short(v) {
+    if (v === null || v === undefined) return '–';
+    var s = typeof v === 'string' ? v : JSON.stringify(v);
+    return s.length > 80 ? s.slice(0, 80) + '…' : s;
+  }
+
+  // summarize says what an event means in a line: the changed fields with their old and new
+  // values, who acted on an identity, which heartbeat arrived.
+  function summarize(type, p) {
     if (!p || typeof p !== 'object') return '';
-    var s = JSON.stringify(p);
-    return s.length > 200 ? s.slice(0, 200) + '…' : s;
+    if (type === 'asset.inventory.changed' && p.changes) {
+      return Object.keys(p.changes).sort().map(function (k) {
+        return k + ': ' + short(p.changes[k].old) + ' → ' + short(p.changes[k].new);
+      }).join('; ');
+    }
+    if (type.indexOf('agent.') === 0) {
+      var parts = [];
+      if (p.actor_kind) parts.push('by ' + p.actor_kind.toLowerCase().replace('_', ' '));
+      if (p.reason) parts.push('reason: ' + p.reason);
+      if (p.hostname) parts.push('hostname ' + p.hostname);
+      if (parts.length) return parts.join(', ');
+    }
+    if (p.heartbeat_id) return 'heartbeat ' + p.heartbeat_id;
+    return short(p);
   }
 
   // ---- live updates (graphql-transport-ws) ---------------------------------------------
