@@ -250,7 +250,9 @@ func TestFleetViewInABrowser(t *testing.T) {
 				t.Fatal(err)
 			}
 			waitText(t, ctx, "details", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
-				func(s string) bool { return strings.Contains(s, "asset.discovered") && strings.Contains(s, "agent.enrolled") })
+				func(s string) bool {
+					return strings.Contains(s, "asset.discovered") && strings.Contains(s, "agent.enrolled")
+				})
 		})
 
 		t.Run("an inventory change reads old and new", func(t *testing.T) {
