@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/agent"
+	"github.com/oneprotect/telemetry/internal/pki"
 )
 
 // agentCommand runs `oneprotect agent`: a real agent for this machine.
@@ -22,6 +27,9 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	once := fs.Bool("once", false, "send one heartbeat, then exit")
 	interval := fs.Duration("interval", 0, "heartbeat interval (default: the interval the server advertises)")
 	asJSON := fs.Bool("json", false, "with --once: print the heartbeat result as JSON; otherwise log JSON to stderr")
+	mtls := fs.Bool("mtls", false, "get a client certificate at enrollment (key kept 0600 in --state-dir), present it on every request, renew it at two thirds of its lifetime")
+	serverCA := fs.String("server-ca", "", "trust the server's HTTPS certificate if this CA (PEM file) signed it, instead of the system's CAs")
+	serverFpr := fs.String("server-fingerprint", "", "trust only the server certificate with this SHA-256 fingerprint (as serve --tls-self-signed prints it)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -31,6 +39,10 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *interval < 0 {
 		return errors.New("--interval must not be negative")
 	}
+	hc, err := agentHTTPClient(*serverCA, *serverFpr)
+	if err != nil {
+		return err
+	}
 	var handler slog.Handler = slog.NewTextHandler(stderr, nil)
 	if *asJSON && !*once {
 		handler = slog.NewJSONHandler(stderr, nil)
@@ -39,10 +51,10 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		id  string
 		res *agent.HeartbeatResult
 	}
-	err := agent.Run(ctx, agent.Config{
+	err = agent.Run(ctx, agent.Config{
 		Server: *server, EnrollmentToken: *enrollToken, CollectorToken: *collectorToken, StateDir: *stateDir,
 		Once: *once, Interval: *interval, Log: slog.New(handler),
-		HTTP: agentHTTPClient(),
+		HTTP: hc, MTLS: *mtls,
 		OnHeartbeat: func(id string, res *agent.HeartbeatResult) {
 			last.id, last.res = id, res
 		},
@@ -58,6 +70,33 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
-func agentHTTPClient() *http.Client {
-	return &http.Client{Timeout: 30 * time.Second}
+func agentHTTPClient(serverCA, fingerprint string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if serverCA != "" {
+		pemData, err := os.ReadFile(serverCA)
+		if err != nil {
+			return nil, fmt.Errorf("--server-ca: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("--server-ca: %s holds no PEM certificate", serverCA)
+		}
+		tr.TLSClientConfig.RootCAs = roots
+	}
+	if fingerprint != "" {
+		want := strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(fingerprint))
+		if len(want) != 64 {
+			return nil, errors.New("--server-fingerprint: want a SHA-256 fingerprint (64 hex digits, colons allowed)")
+		}
+		// Pinning replaces the chain check: the server must show exactly this certificate.
+		tr.TLSClientConfig.InsecureSkipVerify = true
+		tr.TLSClientConfig.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) > 0 && strings.ReplaceAll(pki.Fingerprint(raw[0]), ":", "") == want {
+				return nil
+			}
+			return errors.New("the server's certificate does not have the --server-fingerprint given")
+		}
+	}
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
 }

@@ -55,6 +55,12 @@ type Config struct {
 	// Now is the clock that times credential rotation (default time.Now; tests share the
 	// server's clock).
 	Now func() time.Time
+
+	// MTLS makes a key (StateDir/agent.key, 0600) and sends a CSR at enrollment, presents the
+	// certificate on every request and renews it at two thirds of its lifetime (timed by Now).
+	MTLS bool
+	// OnRenewal learns of each certificate renewal attempt (nil error: renewed).
+	OnRenewal func(err error)
 }
 
 // StopError means the server refused this agent for good (revoked, stale, or unknown with
@@ -86,6 +92,7 @@ type runner struct {
 	enrolledWith string
 	// next is the wait the server asked for in its last answer (paced and jittered there).
 	next time.Duration
+	certs *certs // with MTLS
 }
 
 // Run enrolls if needed, then sends heartbeats until ctx ends (nil), the server refuses
@@ -116,6 +123,17 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Now = time.Now
 	}
 	r := &runner{cfg: cfg, log: cfg.Log}
+	if cfg.MTLS {
+		r.certs = &certs{dir: cfg.StateDir}
+		if err := r.certs.load(); err != nil {
+			return err
+		}
+		hc, err := withClientCertificates(cfg.HTTP, r.certs)
+		if err != nil {
+			return err
+		}
+		r.cfg.HTTP = hc
+	}
 	err := r.run(ctx)
 	if ctx.Err() != nil && !isStop(err) {
 		r.log.Info("agent stopped")
@@ -183,6 +201,7 @@ func (r *runner) run(ctx context.Context) error {
 	// back to the previous token, never a loop of them.
 	retried := false
 	for {
+		r.renewIfDue(ctx, st)
 		hbID, res, used, err := r.deliver(ctx, st)
 		var apiErr *APIError
 		r.next = 0
@@ -298,8 +317,19 @@ func (r *runner) enroll(ctx context.Context) (*State, error) {
 		}
 	}
 	req := EnrollRequest{EnrollmentToken: r.cfg.EnrollmentToken, Hostname: r.hostname(), AgentVersion: Version, MachineID: machineID}
+	if r.certs != nil {
+		var err error
+		if req.CSR, err = r.certs.newCSR(r.hostname()); err != nil {
+			return nil, fmt.Errorf("make the agent key: %w", err)
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		en, err := r.client.Enroll(ctx, req)
+		if err == nil && r.certs != nil {
+			if err := r.certs.install(en.Certificate, en.CACertificate); err != nil {
+				return nil, fmt.Errorf("enrolled as %s but the certificate cannot be kept: %w", en.AgentID, err)
+			}
+		}
 		if err == nil {
 			st := &State{Server: r.client.Server, MachineID: machineID, AgentID: en.AgentID, AssetID: en.AssetID,
 				TenantID: en.TenantID, SiteID: en.SiteID, CollectorID: en.CollectorID, Token: en.Token,

@@ -38,6 +38,7 @@ type EnrollRequest struct {
 	Hostname        string `json:"hostname,omitempty"`
 	AgentVersion    string `json:"agent_version,omitempty"`
 	MachineID       string `json:"machine_id,omitempty"`
+	CSR             string `json:"csr,omitempty"`
 }
 
 // Enrollment is the server's answer to an enrollment.
@@ -50,6 +51,9 @@ type Enrollment struct {
 	Status                   string  `json:"status"`
 	Token                    string  `json:"token"`
 	HeartbeatIntervalSeconds int     `json:"heartbeat_interval_seconds"`
+	// With a CSR: the signed certificate and the agent CA's (PEM).
+	Certificate   string `json:"certificate"`
+	CACertificate string `json:"ca_certificate"`
 }
 
 // HeartbeatBody is a heartbeat as the agent sends it.

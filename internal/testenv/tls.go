@@ -32,6 +32,12 @@ type TLSEnv struct {
 // NewTLS starts the service on dsn over TLS with a fresh agent CA.
 func NewTLS(t testing.TB, dsn string, opts ...Option) *TLSEnv {
 	t.Helper()
+	return NewTLSWith(t, dsn, nil, opts...)
+}
+
+// NewTLSWith is NewTLS with the service's handler wrapped by wrap (fault injection).
+func NewTLSWith(t testing.TB, dsn string, wrap func(http.Handler) http.Handler, opts ...Option) *TLSEnv {
+	t.Helper()
 	clock := NewClock()
 	caDir := filepath.Join(t.TempDir(), "ca")
 	// The CA is valid from the service's clock, which the tests move (expiry without waiting).
@@ -56,7 +62,11 @@ func NewTLS(t testing.TB, dsn string, opts ...Option) *TLSEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(a.Handler)
+	var h http.Handler = a.Handler
+	if wrap != nil {
+		h = wrap(h)
+	}
+	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = pki.ServerConfig([]tls.Certificate{cert}, a.CA.Pool())
 	srv.EnableHTTP2 = true
 	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused handshakes are what some tests are about
