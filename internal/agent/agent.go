@@ -91,7 +91,7 @@ type runner struct {
 	// enrolledWith is the stored server when --server names another one.
 	enrolledWith string
 	// next is the wait the server asked for in its last answer (paced and jittered there).
-	next time.Duration
+	next  time.Duration
 	certs *certs // with MTLS
 }
 

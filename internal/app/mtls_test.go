@@ -568,3 +568,32 @@ func ed25519GenerateKey() (any, any, error) {
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	return pub, priv, err
 }
+
+// Credential rotation is one of the endpoints --require-agent-mtls covers: this agent's own
+// certificate, or a refusal before anything else is checked.
+func TestMTLSCredentialRotation(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		f := newMTLSFleet(t, dsn, testenv.RequireMTLS)
+		env := f.env
+		path := "/api/v1/agents/" + f.a.ID + "/credentials/rotate"
+		for _, tc := range []struct {
+			name   string
+			cert   *tls.Certificate
+			token  string
+			status int
+			code   string
+		}{
+			{"no certificate", nil, f.a.Token, 401, "client_certificate_required"},
+			{"no certificate, no token", nil, "", 401, "client_certificate_required"},
+			{"another agent's certificate", &f.b.Cert, f.a.Token, 403, "certificate_mismatch"},
+			{"another tenant's certificate", &f.other.Cert, f.a.Token, 403, "certificate_mismatch"},
+			{"the collector's certificate", &f.collectorCert, f.a.Token, 403, "certificate_mismatch"},
+			{"own certificate", &f.a.Cert, f.a.Token, 200, ""},
+		} {
+			r := env.DoWith(env.Client(tc.cert), http.MethodPost, path, tc.token, nil)
+			if r.Status != tc.status || r.ErrorCode() != tc.code {
+				t.Fatalf("%s: %d %s", tc.name, r.Status, r.Body)
+			}
+		}
+	})
+}
