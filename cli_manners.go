@@ -301,6 +301,9 @@ func checkDB(db string, mustExist bool) error {
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return fmt.Errorf("--db %s: the directory %s does not exist", db, dir)
 	}
+	if st, err := os.Stat(db); err == nil && st.IsDir() {
+		return fmt.Errorf("--db %s: that is a directory; give a file path such as %s", db, filepath.Join(db, "oneprotect.db"))
+	}
 	if mustExist {
 		if _, err := os.Stat(db); errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("--db %s: no database there yet; create it with 'oneprotect migrate --db %s' (or start 'oneprotect serve' on it), or check the path", db, db)

@@ -109,6 +109,12 @@ func TestDBErrorsNameThePathOrHost(t *testing.T) {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 
+	dir := t.TempDir()
+	code, _, stderr = runCLI(t, "migrate", "--db", dir)
+	if code != 1 || !strings.Contains(stderr, dir+": that is a directory") {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
