@@ -4,6 +4,7 @@
 # the others and no acknowledged heartbeat is lost.
 #
 #   deploy/replicas/run.sh [REPLICAS]          # default 3; needs haproxy, psql, jq, curl
+#   MODE=throughput deploy/replicas/run.sh 3   # heartbeats/s through 1, 2 and 3 replicas, same run
 #
 # PG_URL (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable) is a server where a
 # scratch database is created and dropped afterwards. Everything else lives in a temp directory,
@@ -53,7 +54,8 @@ for i in $(seq 1 "$REPLICAS"); do
 done
 
 # HAProxy in front: /readyz is the health check; WebSockets (subscriptions) pass through.
-{
+# haproxy_cfg BIND N: a configuration balancing over the first N replicas.
+haproxy_cfg() {
   cat <<EOF
 global
     maxconn 4096
@@ -66,7 +68,7 @@ defaults
     retries 2
     option redispatch
 frontend oneprotect
-    bind $LB
+    bind $1
     default_backend replicas
 backend replicas
     balance roundrobin
@@ -74,8 +76,9 @@ backend replicas
     http-check expect status 200
     default-server check inter 500ms fall 2 rise 2
 EOF
-  for i in $(seq 1 "$REPLICAS"); do echo "    server r$i 127.0.0.1:$((FIRST_PORT + i - 1))"; done
-} >"$WORK/haproxy.cfg"
+  for i in $(seq 1 "$2"); do echo "    server r$i 127.0.0.1:$((FIRST_PORT + i - 1))"; done
+}
+haproxy_cfg "$LB" "$REPLICAS" >"$WORK/haproxy.cfg"
 haproxy -f "$WORK/haproxy.cfg" -db >"$WORK/haproxy.log" 2>&1 &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -sf "http://$LB/readyz" >/dev/null && break; sleep 0.1; done
@@ -88,6 +91,28 @@ gql() { curl -sf "http://$LB/query" -H "Authorization: Bearer $admin" -H 'Conten
 site=$(gql '{"query":"mutation { createSite(input: {name: \"HQ\"}) { id } }"}' | jq -r .data.createSite.id)
 token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input: {siteId: $s, maxUses: $n}) { token } }","variables":{"s":"'"$site"'","n":'"$AGENTS"'}}' |
   jq -r .data.createEnrollmentToken.token)
+
+if [ "${MODE:-failover}" = throughput ]; then
+  # The same agents, the same database and the same load, through balancers over 1..N replicas.
+  # The load generator runs on the same machine and takes CPU from the replicas: the figures
+  # compare the configurations, they are not the service's ceiling.
+  "$BIN" loadgen --server "http://$LB" --enrollment-token "$token" --agents "$AGENTS" --duration 0 \
+    --agents-file "$WORK/agents.json" --quiet >/dev/null
+  echo "| replicas | heartbeats/s | p50 ms | p99 ms | answers by status |"
+  echo "| --- | --- | --- | --- | --- |"
+  for n in $(seq 1 "$REPLICAS"); do
+    bind=127.0.0.1:$((18090 + n))
+    haproxy_cfg "$bind" "$n" >"$WORK/haproxy-$n.cfg"
+    haproxy -f "$WORK/haproxy-$n.cfg" -db >"$WORK/haproxy-$n.log" 2>&1 &
+    hp=$!
+    for _ in $(seq 1 100); do curl -sf "http://$bind/readyz" >/dev/null && break; sleep 0.1; done
+    "$BIN" loadgen --server "http://$bind" --agents "$AGENTS" --agents-file "$WORK/agents.json" --duration "$DURATION" \
+      --concurrency "${CONCURRENCY:-64}" --quiet --json >"$WORK/throughput-$n.json"
+    kill "$hp"; wait "$hp" 2>/dev/null || true
+    jq -r --arg n "$n" '"| \($n) | \(.requests_per_second | floor) | \(.latency_ms.p50) | \(.latency_ms.p99) | \(.status_counts | tostring) |"' "$WORK/throughput-$n.json"
+  done
+  exit 0
+fi
 
 # Subscribers: one on replica 2 directly, one through the balancer (a WebSocket through HAProxy).
 secs=${DURATION%s}
