@@ -7,6 +7,7 @@ package graph
 
 import (
 	"context"
+	"time"
 
 	"github.com/oneprotect/telemetry/graph/generated"
 	"github.com/oneprotect/telemetry/graph/loaders"
@@ -16,6 +17,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/fleet"
 	"github.com/oneprotect/telemetry/internal/store"
 	"github.com/oneprotect/telemetry/internal/telemetry"
+	"github.com/oneprotect/telemetry/internal/tenancy"
 )
 
 // Site is the resolver for the site field.
@@ -102,6 +104,12 @@ func (r *mutationResolver) SubmitHeartbeat(ctx context.Context, agentID string, 
 // CreateSite is the resolver for the createSite field.
 func (r *mutationResolver) CreateSite(ctx context.Context, input model.CreateSiteInput) (*domain.Site, error) {
 	return r.Tenancy.CreateSite(ctx, input.Name)
+}
+
+// UpdateSite is the resolver for the updateSite field.
+func (r *mutationResolver) UpdateSite(ctx context.Context, id string, input model.UpdateSiteInput) (*domain.Site, error) {
+	return r.Tenancy.UpdateSite(ctx, id, tenancy.SiteUpdate{Name: input.Name,
+		OfflineAfterSeconds: input.OfflineAfterSeconds, StaleAfterSeconds: input.StaleAfterSeconds})
 }
 
 // CreateCollector is the resolver for the createCollector field.
@@ -240,6 +248,16 @@ func (r *queryResolver) APITokens(ctx context.Context, principalID *string, firs
 	return r.Tenancy.APITokens(ctx, principalID, first)
 }
 
+// OfflineAfterSeconds is the resolver for the offlineAfterSeconds field.
+func (r *siteResolver) OfflineAfterSeconds(ctx context.Context, obj *domain.Site) (int, error) {
+	return int(r.Tenancy.OfflineAfter(obj) / time.Second), nil
+}
+
+// StaleAfterSeconds is the resolver for the staleAfterSeconds field.
+func (r *siteResolver) StaleAfterSeconds(ctx context.Context, obj *domain.Site) (int, error) {
+	return int(r.Tenancy.StaleAfter(obj) / time.Second), nil
+}
+
 // AssetUpdated is the resolver for the assetUpdated field.
 func (r *subscriptionResolver) AssetUpdated(ctx context.Context, siteID *string) (<-chan *domain.Asset, error) {
 	return r.assetUpdates(ctx, siteID)
@@ -274,6 +292,9 @@ func (r *Resolver) Principal() generated.PrincipalResolver { return &principalRe
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
+// Site returns generated.SiteResolver implementation.
+func (r *Resolver) Site() generated.SiteResolver { return &siteResolver{r} }
+
 // Subscription returns generated.SubscriptionResolver implementation.
 func (r *Resolver) Subscription() generated.SubscriptionResolver { return &subscriptionResolver{r} }
 
@@ -287,5 +308,6 @@ type (
 	mutationResolver        struct{ *Resolver }
 	principalResolver       struct{ *Resolver }
 	queryResolver           struct{ *Resolver }
+	siteResolver            struct{ *Resolver }
 	subscriptionResolver    struct{ *Resolver }
 )

@@ -42,6 +42,7 @@ type ResolverRoot interface {
 	Mutation() MutationResolver
 	Principal() PrincipalResolver
 	Query() QueryResolver
+	Site() SiteResolver
 	Subscription() SubscriptionResolver
 }
 
@@ -218,6 +219,7 @@ type ComplexityRoot struct {
 		RevokeAgentIdentity     func(childComplexity int, agentID string, reason *string) int
 		RevokeEnrollmentToken   func(childComplexity int, id string) int
 		SubmitHeartbeat         func(childComplexity int, agentID string, input telemetry.Heartbeat) int
+		UpdateSite              func(childComplexity int, id string, input model.UpdateSiteInput) int
 	}
 
 	NamedCount struct {
@@ -261,8 +263,10 @@ type ComplexityRoot struct {
 	}
 
 	Site struct {
-		ID   func(childComplexity int) int
-		Name func(childComplexity int) int
+		ID                  func(childComplexity int) int
+		Name                func(childComplexity int) int
+		OfflineAfterSeconds func(childComplexity int) int
+		StaleAfterSeconds   func(childComplexity int) int
 	}
 
 	StatusCount struct {
@@ -317,6 +321,7 @@ type EventResolver interface {
 type MutationResolver interface {
 	SubmitHeartbeat(ctx context.Context, agentID string, input telemetry.Heartbeat) (*telemetry.Result, error)
 	CreateSite(ctx context.Context, input model.CreateSiteInput) (*domain.Site, error)
+	UpdateSite(ctx context.Context, id string, input model.UpdateSiteInput) (*domain.Site, error)
 	CreateCollector(ctx context.Context, input model.CreateCollectorInput) (*model.CreateCollectorPayload, error)
 	CreateEnrollmentToken(ctx context.Context, input model.CreateEnrollmentTokenInput) (*model.CreateEnrollmentTokenPayload, error)
 	RevokeEnrollmentToken(ctx context.Context, id string) (*domain.EnrollmentToken, error)
@@ -342,6 +347,10 @@ type QueryResolver interface {
 	EnrollmentToken(ctx context.Context, id string) (*domain.EnrollmentToken, error)
 	FleetSummary(ctx context.Context, siteID *string) (*model.FleetSummary, error)
 	APITokens(ctx context.Context, principalID *string, first *int) ([]*domain.APIToken, error)
+}
+type SiteResolver interface {
+	OfflineAfterSeconds(ctx context.Context, obj *domain.Site) (int, error)
+	StaleAfterSeconds(ctx context.Context, obj *domain.Site) (int, error)
 }
 type SubscriptionResolver interface {
 	AssetUpdated(ctx context.Context, siteID *string) (<-chan *domain.Asset, error)
@@ -1087,6 +1096,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.SubmitHeartbeat(childComplexity, args["agentId"].(string), args["input"].(telemetry.Heartbeat)), true
+	case "Mutation.updateSite":
+		if e.ComplexityRoot.Mutation.UpdateSite == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateSite_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateSite(childComplexity, args["id"].(string), args["input"].(model.UpdateSiteInput)), true
 
 	case "NamedCount.count":
 		if e.ComplexityRoot.NamedCount.Count == nil {
@@ -1306,6 +1326,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Site.Name(childComplexity), true
+	case "Site.offlineAfterSeconds":
+		if e.ComplexityRoot.Site.OfflineAfterSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Site.OfflineAfterSeconds(childComplexity), true
+	case "Site.staleAfterSeconds":
+		if e.ComplexityRoot.Site.StaleAfterSeconds == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Site.StaleAfterSeconds(childComplexity), true
 
 	case "StatusCount.count":
 		if e.ComplexityRoot.StatusCount.Count == nil {
@@ -1370,6 +1402,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			graphql.NewInputUnmarshaler("HeartbeatInput", ec.unmarshalInputHeartbeatInput),
 			graphql.NewInputUnmarshaler("InventoryInput", ec.unmarshalInputInventoryInput),
 			graphql.NewInputUnmarshaler("OperatingSystemInput", ec.unmarshalInputOperatingSystemInput),
+			graphql.NewInputUnmarshaler("UpdateSiteInput", ec.unmarshalInputUpdateSiteInput),
 		)
 	}
 	first := true
@@ -1506,6 +1539,8 @@ type Query {
 type Mutation {
   submitHeartbeat(agentId: ID!, input: HeartbeatInput!): HeartbeatResult! @serviceAccount
   createSite(input: CreateSiteInput!): Site! @hasRole(role: ADMIN)
+  "Extension: rename a site and set its own offline and stale windows (0: back to the server's default)."
+  updateSite(id: ID!, input: UpdateSiteInput!): Site! @hasRole(role: ADMIN)
   createCollector(input: CreateCollectorInput!): CreateCollectorPayload! @hasRole(role: ADMIN)
   createEnrollmentToken(input: CreateEnrollmentTokenInput!): CreateEnrollmentTokenPayload! @hasRole(role: ADMIN)
   "Extension: revoke an enrollment token so it enrolls nothing more."
@@ -1525,7 +1560,14 @@ type Subscription {
 
 type Principal { id: ID! kind: PrincipalKind! name: String! role: Role tenant: Tenant! }
 type Tenant { id: ID! name: String! slug: String! }
-type Site { id: ID! name: String! }
+type Site {
+  id: ID!
+  name: String!
+  "Extension: an asset of this site is online while its last heartbeat is younger (the site's own window, else --offline-after)."
+  offlineAfterSeconds: Int!
+  "Extension: an identity of this site silent this long becomes STALE (the site's own window, else --stale-after)."
+  staleAfterSeconds: Int!
+}
 type Collector { id: ID! name: String! site: Site! }
 
 type AgentIdentity {
@@ -1612,6 +1654,8 @@ type HeartbeatResult {
 }
 
 input CreateSiteInput { name: String! }
+"Each field left out stays as it is; a window of 0 goes back to the server's default."
+input UpdateSiteInput { name: String offlineAfterSeconds: Int staleAfterSeconds: Int }
 input CreateCollectorInput { siteId: ID! name: String! }
 type CreateCollectorPayload { collector: Collector! token: String! }
 input CreateEnrollmentTokenInput { siteId: ID! collectorId: ID ttlSeconds: Int maxUses: Int }
@@ -2062,6 +2106,10 @@ func (ec *executionContext) childFields_Site(ctx context.Context, field graphql.
 		return ec.fieldContext_Site_id(ctx, field)
 	case "name":
 		return ec.fieldContext_Site_name(ctx, field)
+	case "offlineAfterSeconds":
+		return ec.fieldContext_Site_offlineAfterSeconds(ctx, field)
+	case "staleAfterSeconds":
+		return ec.fieldContext_Site_staleAfterSeconds(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Site", field.Name)
 }
@@ -2396,6 +2444,28 @@ func (ec *executionContext) field_Mutation_submitHeartbeat_args(ctx context.Cont
 	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
 		func(ctx context.Context, v any) (telemetry.Heartbeat, error) {
 			return ec.unmarshalNHeartbeatInput2githubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋtelemetryᚐHeartbeat(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["input"] = arg1
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_updateSite_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "input",
+		func(ctx context.Context, v any) (model.UpdateSiteInput, error) {
+			return ec.unmarshalNUpdateSiteInput2githubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐUpdateSiteInput(ctx, v)
 		})
 	if err != nil {
 		return nil, err
@@ -5409,6 +5479,68 @@ func (ec *executionContext) fieldContext_Mutation_createSite(ctx context.Context
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_updateSite(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_updateSite(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().UpdateSite(ctx, fc.Args["id"].(string), fc.Args["input"].(model.UpdateSiteInput))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *domain.Site
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *domain.Site
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *domain.Site) graphql.Marshaler {
+			return ec.marshalNSite2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐSite(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_updateSite(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Site(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_updateSite_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Mutation_createCollector(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -6986,6 +7118,52 @@ func (ec *executionContext) _Site_name(ctx context.Context, field graphql.Collec
 }
 func (ec *executionContext) fieldContext_Site_name(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Site", field, false, false, "String")
+}
+
+func (ec *executionContext) _Site_offlineAfterSeconds(ctx context.Context, field graphql.CollectedField, obj *domain.Site) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Site_offlineAfterSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Site().OfflineAfterSeconds(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Site_offlineAfterSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Site", field, true, true, "Int")
+}
+
+func (ec *executionContext) _Site_staleAfterSeconds(ctx context.Context, field graphql.CollectedField, obj *domain.Site) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Site_staleAfterSeconds(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Site().StaleAfterSeconds(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Site_staleAfterSeconds(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Site", field, true, true, "Int")
 }
 
 func (ec *executionContext) _StatusCount_status(ctx context.Context, field graphql.CollectedField, obj *model.StatusCount) (ret graphql.Marshaler) {
@@ -8819,6 +8997,62 @@ func UnmarshalOperatingSystemInput(ctx context.Context, raw any) (domain.Operati
 	return out, err
 }
 
+func (ec *executionContext) unmarshalInputUpdateSiteInput(ctx context.Context, obj any) (model.UpdateSiteInput, error) {
+	var it model.UpdateSiteInput
+	if obj == nil {
+		return it, nil
+	}
+
+	asMap := map[string]any{}
+	for k, v := range obj.(map[string]any) {
+		asMap[k] = v
+	}
+
+	fieldsInOrder := [...]string{"name", "offlineAfterSeconds", "staleAfterSeconds"}
+	for _, k := range fieldsInOrder {
+		v, ok := asMap[k]
+		if !ok {
+			continue
+		}
+		switch k {
+		case "name":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("name"))
+			data, err := ec.unmarshalOString2ᚖstring(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Name = data
+		case "offlineAfterSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("offlineAfterSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.OfflineAfterSeconds = data
+		case "staleAfterSeconds":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("staleAfterSeconds"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.StaleAfterSeconds = data
+		}
+	}
+	return it, nil
+}
+
+// UnmarshalUpdateSiteInput unmarshals raw into the UpdateSiteInput input type, using the
+// unmarshaler bound to ctx's request. Call it from a resolver to decode an input
+// object that was not passed as a field argument.
+//
+// ctx must come from a gqlgen request; outside one there is no unmarshaler to use
+// and the returned error says so.
+func UnmarshalUpdateSiteInput(ctx context.Context, raw any) (model.UpdateSiteInput, error) {
+	var out model.UpdateSiteInput
+	err := graphql.UnmarshalNamedInputFromContext(ctx, "UpdateSiteInput", raw, &out)
+	return out, err
+}
+
 // endregion **************************** input.gotpl *****************************
 
 // region    ************************** interface.gotpl ***************************
@@ -9905,6 +10139,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "updateSite":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_updateSite(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		case "createCollector":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createCollector(ctx, field)
@@ -10286,13 +10527,25 @@ func (ec *executionContext) _Site(ctx context.Context, sel ast.SelectionSet, obj
 		case "id":
 			out.Values[i] = ec._Site_id(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "name":
 			out.Values[i] = ec._Site_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "offlineAfterSeconds":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Site_offlineAfterSeconds(ctx, field, obj)
+				})
+		case "staleAfterSeconds":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Site_staleAfterSeconds(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -11271,6 +11524,11 @@ func (ec *executionContext) marshalNTime2timeᚐTime(ctx context.Context, sel as
 		graphql.AddInvalidNullFromMarshaler(ctx, "Time!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNUpdateSiteInput2githubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐUpdateSiteInput(ctx context.Context, v any) (model.UpdateSiteInput, error) {
+	res, err := ec.unmarshalInputUpdateSiteInput(ctx, v)
+	return res, graphql.ErrorOnPath(ctx, err)
 }
 
 func (ec *executionContext) marshalN__Directive2githubᚗcomᚋ99designsᚋgqlgenᚋgraphqlᚋintrospectionᚐDirective(ctx context.Context, sel ast.SelectionSet, v introspection.Directive) graphql.Marshaler {

@@ -95,3 +95,10 @@ type StatusCount struct {
 
 type Subscription struct {
 }
+
+// Each field left out stays as it is; a window of 0 goes back to the server's default.
+type UpdateSiteInput struct {
+	Name                *string `json:"name,omitempty"`
+	OfflineAfterSeconds *int    `json:"offlineAfterSeconds,omitempty"`
+	StaleAfterSeconds   *int    `json:"staleAfterSeconds,omitempty"`
+}

@@ -140,7 +140,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	a.Auth = auth.NewAuthenticator(st, cfg.Now)
 	a.Auth.Log = cfg.Log
-	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now, TokensChanged: a.Auth.Forget}
+	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now, TokensChanged: a.Auth.Forget,
+		Defaults: tenancy.Thresholds{OfflineAfter: cfg.OfflineAfter, StaleAfter: cfg.StaleAfter}}
+	st.OfflineAfter = cfg.OfflineAfter
 	a.Enrollment = &enrollment.Service{Store: st, Tenancy: a.Tenancy, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval}
 	a.Enrollment.CA, a.Enrollment.CertTTL = a.CA, cfg.AgentCertTTL
 	a.Enrollment.RateLimit = pacing.NewLimiter(cfg.EnrollRateLimit, cfg.Now)

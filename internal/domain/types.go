@@ -82,6 +82,9 @@ type Site struct {
 	TenantID  string
 	Name      string
 	CreatedAt time.Time
+	// OfflineAfter and StaleAfter are the site's own windows; nil means the server's default.
+	OfflineAfter *time.Duration
+	StaleAfter   *time.Duration
 }
 
 type Collector struct {

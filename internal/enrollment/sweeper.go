@@ -18,13 +18,26 @@ const SweepBatch = 500
 // SweepActor is the actor recorded on agent.stale events.
 const SweepActor = "system:stale-sweeper"
 
-// Sweep marks every identity with no activity for staleAfter as STALE, in batches, and
-// returns how many it marked.
+// Sweep marks every identity with no activity for staleAfter (or its site's own stale
+// window) as STALE, in batches, and returns how many it marked.
 func (s *Service) Sweep(ctx context.Context, staleAfter time.Duration) (int, error) {
 	now := s.Now()
-	cutoff := now.Add(-staleAfter)
-	payload, _ := json.Marshal(map[string]any{"stale_after_seconds": int64(staleAfter / time.Second),
-		"actor_id": SweepActor, "actor_kind": "SYSTEM"})
+	// Sites with a stale window of their own (updateSite) are swept by it; each event names
+	// the window that applied.
+	windows, err := s.Store.SiteStaleWindows(ctx)
+	if err != nil {
+		return 0, err
+	}
+	payloads := map[time.Duration]json.RawMessage{}
+	payload := func(window time.Duration) json.RawMessage {
+		if p, ok := payloads[window]; ok {
+			return p
+		}
+		p, _ := json.Marshal(map[string]any{"stale_after_seconds": int64(window / time.Second),
+			"actor_id": SweepActor, "actor_kind": "SYSTEM"})
+		payloads[window] = p
+		return p
+	}
 	actor := SweepActor
 	batch := s.SweepBatch
 	if batch <= 0 {
@@ -32,9 +45,13 @@ func (s *Service) Sweep(ctx context.Context, staleAfter time.Duration) (int, err
 	}
 	total := 0
 	for {
-		n, err := s.Store.SweepStale(ctx, cutoff, batch, func(m store.StaleIdentity) *domain.Event {
+		n, err := s.Store.SweepStale(ctx, now, staleAfter, batch, func(m store.StaleIdentity) *domain.Event {
+			window, ok := windows[[2]string{m.TenantID, m.SiteID}]
+			if !ok {
+				window = staleAfter
+			}
 			return &domain.Event{ID: ids.At(now), TenantID: m.TenantID, Type: domain.EventAgentStale,
-				AssetID: &m.AssetID, AgentID: &m.AgentID, ActorID: &actor, OccurredAt: now, Payload: payload}
+				AssetID: &m.AssetID, AgentID: &m.AgentID, ActorID: &actor, OccurredAt: now, Payload: payload(window)}
 		})
 		total += n
 		if err != nil || n < batch {

@@ -72,7 +72,7 @@ func (r *assetRow) snapshot() (projection.Snapshot, error) {
 	return snap, nil
 }
 
-func (r *assetRow) toDomain(onlineSince int64) (*domain.Asset, error) {
+func (r *assetRow) toDomain(cut OnlineCutoffs) (*domain.Asset, error) {
 	snap, err := r.snapshot()
 	if err != nil {
 		return nil, err
@@ -82,7 +82,7 @@ func (r *assetRow) toDomain(onlineSince int64) (*domain.Asset, error) {
 		MemoryBytes: snap.MemoryBytes, Facts: snap.Facts, FirstSeenAt: FromMicros(r.FirstSeenAt)}
 	a.LastSeenAt = a.FirstSeenAt
 	if r.LastSeenAt != nil {
-		a.LastSeenAt, a.Online = FromMicros(*r.LastSeenAt), *r.LastSeenAt > onlineSince
+		a.LastSeenAt, a.Online = FromMicros(*r.LastSeenAt), *r.LastSeenAt > cut.For(r.SiteID)
 	}
 	if r.HeartbeatCount != nil {
 		a.HeartbeatCount = int(*r.HeartbeatCount)
@@ -94,10 +94,10 @@ func (r *assetRow) toDomain(onlineSince int64) (*domain.Asset, error) {
 	return a, nil
 }
 
-func assetsToDomain(rows []assetRow, onlineSince int64) ([]*domain.Asset, error) {
+func assetsToDomain(rows []assetRow, cut OnlineCutoffs) ([]*domain.Asset, error) {
 	out := make([]*domain.Asset, len(rows))
 	for i := range rows {
-		a, err := rows[i].toDomain(onlineSince)
+		a, err := rows[i].toDomain(cut)
 		if err != nil {
 			return nil, err
 		}
@@ -107,12 +107,14 @@ func assetsToDomain(rows []assetRow, onlineSince int64) ([]*domain.Asset, error)
 }
 
 // AssetFilter narrows an asset listing. OnlineSince is the unix-microsecond instant after
-// which a heartbeat counts as online (now - --offline-after).
+// which a heartbeat counts as online (now - --offline-after); a site with an offline window
+// of its own (site_settings) has its own instant, which the store works out (cutoffs).
 type AssetFilter struct {
 	SiteID           *string
 	Online           *bool
 	HostnameContains *string
 	OnlineSince      int64
+	cutoffs          OnlineCutoffs
 }
 
 func (f AssetFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
@@ -120,10 +122,11 @@ func (f AssetFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 		q = q.Where("a.site_id = ?", *f.SiteID)
 	}
 	if f.Online != nil {
+		cut := f.cutoffs.onlineExpr("a.site_id")
 		if *f.Online {
-			q = q.Where("l.last_seen_at > ?", f.OnlineSince)
+			q = q.Where("l.last_seen_at > ?", cut)
 		} else {
-			q = q.Where("(l.last_seen_at IS NULL OR l.last_seen_at <= ?)", f.OnlineSince)
+			q = q.Where("(l.last_seen_at IS NULL OR l.last_seen_at <= ?)", cut)
 		}
 	}
 	if f.HostnameContains != nil {
@@ -139,6 +142,10 @@ func escapeLike(s string) string {
 
 // Assets lists the tenant's assets by id after afterID, up to limit+1 rows.
 func (s *Store) Assets(ctx context.Context, tenantID string, f AssetFilter, afterID string, limit int) ([]*domain.Asset, error) {
+	var err error
+	if f.cutoffs, err = s.onlineCutoffs(ctx, tenantID, f.OnlineSince); err != nil {
+		return nil, err
+	}
 	var rows []assetRow
 	q := f.apply(assetSelect(s.R, &rows).Where("a.tenant_id = ?", tenantID))
 	if afterID != "" {
@@ -147,7 +154,7 @@ func (s *Store) Assets(ctx context.Context, tenantID string, f AssetFilter, afte
 	if err := q.Order("a.id").Limit(int64(limit) + 1).Scan(ctx); err != nil {
 		return nil, mapErr(err)
 	}
-	out, err := assetsToDomain(rows, f.OnlineSince)
+	out, err := assetsToDomain(rows, f.cutoffs)
 	return out, mapErr(err)
 }
 
@@ -155,6 +162,12 @@ func (s *Store) Assets(ctx context.Context, tenantID string, f AssetFilter, afte
 // them, the liveness index for the online ones (and so the offline ones, as the difference).
 // Only a hostname filter has to read rows.
 func (s *Store) CountAssets(ctx context.Context, tenantID string, f AssetFilter) (int, error) {
+	var err error
+	if f.Online != nil {
+		if f.cutoffs, err = s.onlineCutoffs(ctx, tenantID, f.OnlineSince); err != nil {
+			return 0, err
+		}
+	}
 	if f.HostnameContains != nil {
 		n, err := f.apply(s.R.NewSelect().Model((*assetRow)(nil)).Join("LEFT JOIN asset_liveness AS l ON l.asset_ref = a.ref").
 			Where("a.tenant_id = ?", tenantID)).Count(ctx)
@@ -169,7 +182,7 @@ func (s *Store) CountAssets(ctx context.Context, tenantID string, f AssetFilter)
 	if err != nil || f.Online == nil {
 		return total, mapErr(err)
 	}
-	online, err := s.countOnline(ctx, tenantID, f.SiteID, f.OnlineSince)
+	online, err := s.countOnline(ctx, tenantID, f.SiteID, f.cutoffs)
 	if err != nil {
 		return 0, err
 	}
@@ -179,10 +192,20 @@ func (s *Store) CountAssets(ctx context.Context, tenantID string, f AssetFilter)
 	return total - online, nil
 }
 
-// countOnline counts the assets seen after onlineSince from the liveness index alone.
-func (s *Store) countOnline(ctx context.Context, tenantID string, siteID *string, onlineSince int64) (int, error) {
+// countOnline counts the assets seen after their site's cutoff from the liveness index
+// alone: one range from the earliest cutoff, each row held to its site's (few sites have one
+// of their own).
+func (s *Store) countOnline(ctx context.Context, tenantID string, siteID *string, cut OnlineCutoffs) (int, error) {
 	q := s.R.NewSelect().TableExpr("asset_liveness AS l").
-		Where("l.tenant_ref = (SELECT ref FROM tenants WHERE id = ?)", tenantID).Where("l.last_seen_at > ?", onlineSince)
+		Where("l.tenant_ref = (SELECT ref FROM tenants WHERE id = ?)", tenantID)
+	switch {
+	case siteID != nil:
+		q = q.Where("l.last_seen_at > ?", cut.For(*siteID))
+	case len(cut.Refs) == 0:
+		q = q.Where("l.last_seen_at > ?", cut.Default)
+	default:
+		q = q.Where("l.last_seen_at > ?", cut.earliest()).Where("l.last_seen_at > ?", cut.refExpr("l.site_ref"))
+	}
 	if siteID != nil {
 		q = q.Where("l.site_ref = (SELECT ref FROM sites WHERE tenant_id = ? AND id = ?)", tenantID, *siteID)
 	}
@@ -192,12 +215,16 @@ func (s *Store) countOnline(ctx context.Context, tenantID string, siteID *string
 
 // AssetsByID loads assets of one tenant by id.
 func (s *Store) AssetsByID(ctx context.Context, tenantID string, ids []string, onlineSince int64) ([]*domain.Asset, error) {
+	cut, err := s.onlineCutoffs(ctx, tenantID, onlineSince)
+	if err != nil {
+		return nil, err
+	}
 	var rows []assetRow
-	err := assetSelect(s.R, &rows).Where("a.tenant_id = ? AND a.id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
+	err = assetSelect(s.R, &rows).Where("a.tenant_id = ? AND a.id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
 	if err != nil {
 		return nil, mapErr(err)
 	}
-	out, err := assetsToDomain(rows, onlineSince)
+	out, err := assetsToDomain(rows, cut)
 	return out, mapErr(err)
 }
 
@@ -244,7 +271,11 @@ func (s *Store) FleetSummary(ctx context.Context, tenantID string, siteID *strin
 		return nil, mapErr(err)
 	}
 	out.TotalAssets = int(total)
-	if out.Online, err = s.countOnline(ctx, tenantID, siteID, onlineSince); err != nil {
+	cut, err := s.onlineCutoffs(ctx, tenantID, onlineSince)
+	if err != nil {
+		return nil, err
+	}
+	if out.Online, err = s.countOnline(ctx, tenantID, siteID, cut); err != nil {
 		return nil, err
 	}
 	return &out, nil

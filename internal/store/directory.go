@@ -213,7 +213,7 @@ func (s *Store) Sites(ctx context.Context, tenantID string) ([]*domain.Site, err
 	for i := range rows {
 		out[i] = rows[i].toDomain()
 	}
-	return out, nil
+	return out, s.attachSiteSettings(ctx, tenantID, out)
 }
 
 // SitesByID loads sites of one tenant by id.
@@ -227,7 +227,7 @@ func (s *Store) SitesByID(ctx context.Context, tenantID string, ids []string) ([
 	for i := range rows {
 		out[i] = rows[i].toDomain()
 	}
-	return out, nil
+	return out, s.attachSiteSettings(ctx, tenantID, out)
 }
 
 // Site returns one site of the tenant, or ErrNotFound.

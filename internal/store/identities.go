@@ -203,17 +203,24 @@ const StaleSweepLockKey = 0x6f6e657377656570 // "onesweep"
 type StaleIdentity struct {
 	AgentID  string `bun:"agent_id"`
 	TenantID string `bun:"tenant_id"`
+	SiteID   string `bun:"site_id"`
 	AssetID  string `bun:"asset_id"`
 }
 
-// SweepStale marks up to limit ENROLLED or ACTIVE identities whose activity is older than
-// cutoff as STALE, and appends agent.stale for each through newEvent, in one short
+// SweepStale marks up to limit ENROLLED or ACTIVE identities with no activity for staleAfter
+// before now (or their site's own stale window, site_settings) as STALE, and appends agent.stale for each through newEvent, in one short
 // transaction. It returns how many it marked; the caller loops until fewer than limit.
 // On PostgreSQL a transaction-scoped advisory lock lets one replica sweep at a time; another
 // replica gets 0 and waits for its next tick.
-func (s *Store) SweepStale(ctx context.Context, cutoff time.Time, limit int, newEvent func(StaleIdentity) *domain.Event) (int, error) {
+func (s *Store) SweepStale(ctx context.Context, now time.Time, staleAfter time.Duration, limit int, newEvent func(StaleIdentity) *domain.Event) (int, error) {
 	var marked []StaleIdentity
 	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		// cutoff is the row's own (per-site) cutoff; guard, the latest of all, keeps the
+		// index range on activity_at.
+		cutoff, guard, err := s.staleCutoff(ctx, tx, now, staleAfter)
+		if err != nil {
+			return err
+		}
 		if s.Dialect == Postgres {
 			var locked bool
 			if err := tx.NewRaw("SELECT pg_try_advisory_xact_lock(?)", StaleSweepLockKey).Scan(ctx, &locked); err != nil {
@@ -241,8 +248,8 @@ func (s *Store) SweepStale(ctx context.Context, cutoff time.Time, limit int, new
   WHERE l.asset_ref = agent_identities.asset_ref AND l.agent_ref = agent_identities.ref)
 WHERE agent_id IN (SELECT i.agent_id FROM agent_identities AS i
   JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.ref
-  WHERE i.status IN (?) AND i.activity_at < ? AND l.last_seen_at >= ? LIMIT ?)`,
-				live, Micros(cutoff), Micros(cutoff), limit).Exec(ctx)
+  WHERE i.status IN (?) AND i.activity_at < ? AND i.activity_at < ? AND l.last_seen_at >= ? LIMIT ?)`,
+				live, guard, cutoff, cutoff, limit).Exec(ctx)
 			if err != nil {
 				return err
 			}
@@ -250,15 +257,15 @@ WHERE agent_id IN (SELECT i.agent_id FROM agent_identities AS i
 				break
 			}
 		}
-		err := tx.NewRaw(`UPDATE agent_identities SET status = ?
+		err = tx.NewRaw(`UPDATE agent_identities SET status = ?
 			WHERE agent_id IN (
 				SELECT i.agent_id FROM agent_identities AS i
 				LEFT JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.ref
-				WHERE i.status IN (?) AND i.activity_at < ? AND (l.last_seen_at IS NULL OR l.last_seen_at < ?)
+				WHERE i.status IN (?) AND i.activity_at < ? AND i.activity_at < ? AND (l.last_seen_at IS NULL OR l.last_seen_at < ?)
 				  AND (i.last_seen_at IS NULL OR i.last_seen_at < ?)
 				LIMIT ? ?)
-			RETURNING agent_id, tenant_id, asset_id`,
-			string(domain.StatusStale), live, Micros(cutoff), Micros(cutoff), Micros(cutoff),
+			RETURNING agent_id, tenant_id, site_id, asset_id`,
+			string(domain.StatusStale), live, guard, cutoff, cutoff, cutoff,
 			limit, bun.Safe(skipLocked)).Scan(ctx, &marked)
 		if err != nil {
 			return err

@@ -48,6 +48,10 @@ type Store struct {
 
 	pruneFrom atomic.Int64 // the log position retention has pruned up to
 
+	// OfflineAfter is the server's --offline-after: a site's own window is applied as the
+	// difference from it (site_settings).
+	OfflineAfter time.Duration
+
 	// ObserveCommit, when set, learns the size and duration of every group commit.
 	ObserveCommit func(writes int, took time.Duration)
 }

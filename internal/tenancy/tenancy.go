@@ -20,6 +20,8 @@ type Service struct {
 	Now   func() time.Time
 	// TokensChanged, when set, learns that a token was revoked (the token cache forgets).
 	TokensChanged func()
+	// Defaults are the windows of sites without their own.
+	Defaults Thresholds
 }
 
 // MaxNameLength bounds every display name.
