@@ -36,7 +36,8 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
-// browser starts a headless Chromium for the test. Every request the page makes is checked:
+// browser starts a headless Chromium for the test, with the network cut. Every request the
+// page makes is checked too:
 // one that leaves the test server (a CDN, a font service) fails the test, as does any
 // JavaScript exception (a CSP violation shows up as one too).
 func browser(t *testing.T, base string) context.Context {
@@ -47,6 +48,10 @@ func browser(t *testing.T, base string) context.Context {
 		chromedp.WindowSize(1280, 900),
 		chromedp.Flag("disable-gpu", true),
 		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
+		// The network is cut for everything but the test server: no name resolves, and any
+		// request that is not to the loopback goes to a proxy that is not there.
+		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
+		chromedp.ProxyServer("http://127.0.0.1:9"),
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelCtx := chromedp.NewContext(actx)
@@ -62,7 +67,7 @@ func browser(t *testing.T, base string) context.Context {
 		defer mu.Unlock()
 		switch e := ev.(type) {
 		case *network.EventRequestWillBeSent:
-			if u, err := url.Parse(e.Request.URL); err == nil && u.Scheme != "data" && u.Host != host {
+			if u, err := url.Parse(e.Request.URL); err == nil && u.Scheme != "data" && u.Host != host && u.Host != probeHost {
 				problems = append(problems, "request off the machine: "+e.Request.URL)
 			}
 		case *runtime.EventExceptionThrown:
@@ -90,6 +95,9 @@ func browser(t *testing.T, base string) context.Context {
 	return ctx
 }
 
+// probeHost is fetched on purpose, to show that the network is cut.
+const probeHost = "example.com"
+
 func mustHost(t *testing.T, base string) string {
 	u, err := url.Parse(base)
 	if err != nil {
@@ -98,7 +106,7 @@ func mustHost(t *testing.T, base string) string {
 	return u.Host
 }
 
-// textOf waits until selector's text satisfies ok, then returns it.
+// waitText evaluates js until its result satisfies ok, then returns it.
 func waitText(t *testing.T, ctx context.Context, what, js string, ok func(string) bool) string {
 	t.Helper()
 	var last string
@@ -151,6 +159,16 @@ func TestFleetViewInABrowser(t *testing.T) {
 		beat(otherAgent, "first", "other-tenant-host", "Debian GNU/Linux")
 
 		ctx := browser(t, env.Server.URL)
+
+		t.Run("the network is cut", func(t *testing.T) {
+			// On about:blank, before any page of ours: no Content-Security-Policy blocks the request,
+			// only the cut network does.
+			got, err := chromedp.Run(ctx, chromedp.Evaluate[string](
+				`fetch('http://`+probeHost+`/', {mode: 'no-cors'}).then(() => 'reached', () => 'blocked')`, chromedp.EvalAwaitPromise))
+			if err != nil || got != "blocked" {
+				t.Fatalf("a request to %s: %q %v", probeHost, got, err)
+			}
+		})
 
 		t.Run("a bad token shows a readable error", func(t *testing.T) {
 			if err := chromedp.Do(ctx,
