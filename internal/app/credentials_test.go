@@ -229,3 +229,18 @@ func TestAgentCredentialMaxAge(t *testing.T) {
 		}
 	})
 }
+
+// With no grace period the old token is refused at once, although it was just cached.
+func TestAgentCredentialRotationWithoutGrace(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		env := testenv.New(t, dsn, func(c *app.Config) { c.AgentCredentialGrace = 0 })
+		ag := env.NewFleet("NoGrace").Agent
+		credWantBeat(t, env, "before", ag.ID, ag.Token, 200, "") // the token is now cached
+		r := credRotate(t, env, ag.ID, ag.Token)
+		if r.Status != 200 || !credTime(t, r.JSON["previous_token_expires_at"]).Equal(env.Clock.Now()) {
+			t.Fatalf("rotate: %d %s", r.Status, r.Body)
+		}
+		credWantBeat(t, env, "old token", ag.ID, ag.Token, 401, "unauthenticated")
+		credWantBeat(t, env, "new token", ag.ID, r.JSON["token"].(string), 200, "")
+	})
+}
