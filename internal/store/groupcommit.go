@@ -3,33 +3,32 @@ package store
 import (
 	"context"
 	"errors"
-	"runtime"
-	"sort"
-	"sync"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
+
+	"github.com/oneprotect/telemetry/internal/engine"
 )
 
-// Group commit. Concurrent writes (heartbeats, enrollments) queue up; a committer takes
-// whatever is queued (up to maxBatch), runs it in one transaction with one sync, and answers
-// each only after the commit. If the batch fails, each write is retried alone so one failure
-// cannot sink the others. SQLite has one committer (its single writer connection);
-// PostgreSQL a few.
-const maxBatch = 64
+// The store is the write engine's backend: it says what a queued write runs. SQLite has one
+// committer (its single writer connection); PostgreSQL a few.
+const (
+	maxBatch = 64
+	// queueBound is how many writes may wait for a committer before new ones are refused
+	// with 503: at the writer's pace that is a wait of a few tens of milliseconds.
+	queueBound = 512
+)
 
 // writeJob is one queued write: either apply, which runs inside the batch's transaction and
 // records its own outcome (an error from it means the transaction must be abandoned), or one
 // pipelined statement whose row the committer scans into dest.
 type writeJob struct {
-	ctx       context.Context
 	key       string // PostgreSQL lock order: jobs of a batch run sorted by key
 	apply     func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error
 	pipelined *pipelinedStatement
-	err       error
-	done      chan struct{}
 }
 
 // pipelinedStatement is a write that is a single statement returning a single row and needs
@@ -49,155 +48,85 @@ func (j *writeJob) run(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
 	return j.apply(ctx, tx, ptx)
 }
 
-type committer struct {
-	jobs chan *writeJob
-	wg   sync.WaitGroup
-	stop chan struct{}
-}
-
 func (s *Store) startCommitter(ctx context.Context) error {
 	s.stmts = &stmtCache{db: s.W.DB}
 	all := append(s.hb.all(s.Dialect), s.enr.all()...)
 	if err := s.stmts.prepare(ctx, all...); err != nil {
 		return err
 	}
-	workers := 1
+	observe := func(n int, took time.Duration) {
+		if f := s.ObserveCommit; f != nil {
+			f(n, took)
+		}
+	}
+	cfg := engine.Config{Committers: 1, MaxBatch: maxBatch, QueueBound: queueBound, Observe: observe}
 	if s.Dialect == Postgres {
-		workers = 4
+		// One lock order across committers: no deadlock between two batches.
+		cfg.Committers, cfg.SortByKey, cfg.BatchTimeout = 4, true, 30*time.Second
 	}
-	c := &committer{jobs: make(chan *writeJob, 4*maxBatch), stop: make(chan struct{})}
-	for range workers {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			s.commitLoop(c)
-		}()
-	}
-	s.commit = c
+	s.commit.Store(engine.Start(backend{s}, cfg))
 	return nil
 }
 
 func (s *Store) stopCommitter() {
-	if s.commit == nil {
-		return
+	if e := s.commit.Swap(nil); e != nil {
+		e.Close()
+		s.stmts.close()
 	}
-	close(s.commit.stop)
-	s.commit.wg.Wait()
-	s.commit = nil
-	s.stmts.close()
+}
+
+// Flush waits until every write queued so far has been committed (shutdown, once HTTP has
+// drained); Close then stops the engine.
+func (s *Store) Flush(ctx context.Context) error {
+	e := s.commit.Load()
+	for e != nil && e.Queued() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 var errStoreClosed = errors.New("store: closed")
 
 // inGroupCommit queues job for the next group commit and waits until that commit is done.
-// The job may run more than once (alone, after a failed batch), so it must not depend on
-// anything but the transaction and its inputs.
 func (s *Store) inGroupCommit(ctx context.Context, job *writeJob) error {
-	if s.commit == nil {
-		return errors.New("store: writes need Migrate first")
-	}
-	job.ctx, job.done = ctx, make(chan struct{})
-	select {
-	case s.commit.jobs <- job:
-	case <-s.commit.stop:
+	e := s.commit.Load()
+	if e == nil {
 		return errStoreClosed
-	case <-ctx.Done():
-		return ctx.Err()
 	}
-	<-job.done // once queued, wait for the commit: the caller must learn whether it was written
-	return job.err
+	err := e.Do(ctx, &engine.Job{Key: job.key, Payload: job})
+	if errors.Is(err, engine.ErrClosed) {
+		return errStoreClosed
+	}
+	return mapErr(err)
 }
 
-func (s *Store) commitLoop(c *committer) {
-	batch := make([]*writeJob, 0, maxBatch)
-	for {
-		select {
-		case <-c.stop:
-			// Finish what is queued, then leave.
-			for {
-				select {
-				case job := <-c.jobs:
-					s.commitBatch([]*writeJob{job})
-				default:
-					return
-				}
-			}
-		case job := <-c.jobs:
-			batch = append(batch[:0], job)
-			// When the queue is empty, yield to the request goroutines a couple of times before
-			// committing: under load they enqueue meanwhile and batches grow from ~2 to ~12
-			// writes, so one BEGIN/COMMIT/sync serves many. Idle, Gosched returns at once.
-			yields := 0
-		fill:
-			for len(batch) < maxBatch {
-				select {
-				case job := <-c.jobs:
-					batch = append(batch, job)
-				default:
-					if yields < 2 {
-						yields++
-						runtime.Gosched()
-						continue
-					}
-					break fill
-				}
-			}
-			s.commitBatch(batch)
-		}
-	}
-}
+type backend struct{ s *Store }
 
-func (s *Store) commitBatch(batch []*writeJob) {
-	live := batch[:0:0]
-	for _, job := range batch {
-		if err := job.ctx.Err(); err != nil { // the caller gave up before anything was written
-			job.err = err
-			close(job.done)
-			continue
+// Run runs a batch: on PostgreSQL as one pipelined round trip when every job is a single
+// statement, else in one transaction.
+func (b backend) Run(ctx context.Context, jobs []*engine.Job) error {
+	writes := make([]*writeJob, len(jobs))
+	pipelined := b.s.Dialect == Postgres
+	for i, j := range jobs {
+		w, ok := j.Payload.(*writeJob)
+		if !ok {
+			return fmt.Errorf("store: unknown job %T", j.Payload)
 		}
-		live = append(live, job)
+		writes[i] = w
+		pipelined = pipelined && w.pipelined != nil
 	}
-	if len(live) == 0 {
-		return
+	if pipelined && len(writes) > 0 {
+		return b.s.runPipeline(ctx, writes)
 	}
-	if s.Dialect == Postgres && len(live) > 1 {
-		// One lock order across committers: no deadlock between two batches.
-		sort.SliceStable(live, func(i, j int) bool { return live[i].key < live[j].key })
-	}
-	run := s.runBatch
-	if s.Dialect == Postgres && allPipelined(live) {
-		run = s.runPipeline
-	}
-	start := time.Now()
-	err := run(live)
-	if s.ObserveCommit != nil {
-		s.ObserveCommit(len(live), time.Since(start))
-	}
-	if err != nil && len(live) > 1 {
-		for _, job := range live {
-			job.err = run([]*writeJob{job})
-		}
-	} else if err != nil {
-		live[0].err = err
-	}
-	for _, job := range live {
-		if job.err != nil {
-			job.err = mapErr(job.err)
-		}
-		close(job.done)
-	}
+	return b.s.runBatch(ctx, writes)
 }
 
 // runBatch runs the jobs in one transaction and commits it.
-func (s *Store) runBatch(jobs []*writeJob) error {
-	// SQLite runs in-process and cannot hang on a network; a cancellable context would also
-	// cost database/sql a goroutine per query. PostgreSQL gets a deadline.
-	ctx := context.Background()
-	if s.Dialect == Postgres {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
+func (s *Store) runBatch(ctx context.Context, jobs []*writeJob) error {
 	tx, err := s.W.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -212,22 +141,11 @@ func (s *Store) runBatch(jobs []*writeJob) error {
 	return tx.Commit()
 }
 
-func allPipelined(jobs []*writeJob) bool {
-	for _, job := range jobs {
-		if job.pipelined == nil {
-			return false
-		}
-	}
-	return true
-}
-
 // runPipeline sends the jobs' statements to PostgreSQL as one pgx batch: one round trip for the
 // whole batch, run by the server as one implicit transaction that commits at the batch's end
 // (or not at all, if any statement fails). The rows arrive before the commit; they count only
 // once the batch has closed without error.
-func (s *Store) runPipeline(jobs []*writeJob) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+func (s *Store) runPipeline(ctx context.Context, jobs []*writeJob) error {
 	conn, err := s.W.DB.Conn(ctx)
 	if err != nil {
 		return err

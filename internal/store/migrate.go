@@ -36,7 +36,7 @@ func (s *Store) Migrate(ctx context.Context) (applied []string, err error) {
 		applied = append(applied, mig.String())
 	}
 	// The hot-path statements can only be prepared once their tables exist.
-	if s.commit == nil {
+	if s.commit.Load() == nil {
 		if err := s.startCommitter(ctx); err != nil {
 			return applied, fmt.Errorf("prepare statements: %w", err)
 		}

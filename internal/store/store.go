@@ -21,6 +21,8 @@ import (
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/driver/sqliteshim"
+
+	"github.com/oneprotect/telemetry/internal/engine"
 )
 
 // Dialect names the database engine.
@@ -43,7 +45,7 @@ type Store struct {
 	hb      *heartbeatStatements
 	enr     *enrollStatements
 	stmts   *stmtCache
-	commit  *committer
+	commit  atomic.Pointer[engine.Engine]
 	reads   readStatements
 
 	pruneFrom atomic.Int64 // the log position retention has pruned up to
