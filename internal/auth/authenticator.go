@@ -46,9 +46,14 @@ type Authenticator struct {
 
 // Token cache bounds.
 const (
-	tokenCacheSize = 200_000
-	// tokenCacheTTL bounds how long an entry lives; revocation does not wait for it.
-	tokenCacheTTL = 30 * time.Second
+	// tokenCacheSize holds a million-agent fleet's tokens (about 400 bytes each): at fleet
+	// scale every heartbeat comes from another agent, and a smaller cache would make most of
+	// them a database read.
+	tokenCacheSize = 1_200_000
+	// tokenCacheTTL bounds how long an entry lives; revocation and expiry do not wait for it
+	// (the credential epoch and ExpiresAt are checked on every hit). It is longer than any
+	// sane heartbeat interval, so an agent's token stays cached from beat to beat.
+	tokenCacheTTL = 15 * time.Minute
 	// revocationWindow is how long an epoch read vouches for the cache. A revocation is
 	// refused at most this long (plus one epoch read) after it committed.
 	revocationWindow = 500 * time.Millisecond

@@ -285,7 +285,7 @@ func buildTargets(cfg Config, agents []Agent) []target {
 	base, _ := url.Parse(cfg.Server)
 	out := make([]target, len(agents))
 	for i, a := range agents {
-		t := target{auth: []string{"Bearer " + a.Token}, boot: time.Now().Add(-time.Duration(3600+i) * time.Second)}
+		t := target{auth: []string{"Bearer " + a.Token}, boot: sampleBoot(i)}
 		inv := sampleInventory(i)
 		inv.UptimeSeconds = 0 // sent after the rest, as it changes
 		if cfg.GraphQL {
@@ -303,13 +303,8 @@ func buildTargets(cfg Config, agents []Agent) []target {
 			t.tail = []byte(`}}}}`)
 		} else {
 			t.url = cfg.Server + "/api/v1/agents/" + url.PathEscape(a.ID) + "/telemetry/heartbeat"
-			rest, _ := json.Marshal(struct {
-				Hostname     string           `json:"hostname"`
-				AgentVersion string           `json:"agent_version"`
-				Inventory    *agent.Inventory `json:"inventory"`
-			}{a.Hostname, "loadgen/" + agent.Version, &inv})
 			t.prefix = []byte(`{"heartbeat_id":"`)
-			t.suffix = append(append([]byte(`",`), rest[1:len(rest)-2]...), `,"uptime_seconds":`...) // splice the rest in
+			t.suffix = []byte(restSuffix(i, a))
 			t.tail = []byte(`}}`)
 		}
 		u, _ := url.Parse(t.url)
@@ -320,6 +315,25 @@ func buildTargets(cfg Config, agents []Agent) []target {
 }
 
 // sampleInventory is a small, realistic inventory that differs a little per agent.
+// restSuffix is agent i's REST heartbeat body after the heartbeat id, up to the uptime's value
+// (which grows with time, so it is sent last): the same inventory on every heartbeat.
+func restSuffix(i int, a Agent) string {
+	inv := sampleInventory(i)
+	inv.UptimeSeconds = 0
+	rest, _ := json.Marshal(struct {
+		Hostname     string           `json:"hostname"`
+		AgentVersion string           `json:"agent_version"`
+		Inventory    *agent.Inventory `json:"inventory"`
+	}{a.Hostname, "loadgen/" + agent.Version, &inv})
+	return `",` + string(rest[1:len(rest)-2]) + `,"uptime_seconds":`
+}
+
+// sampleBoot is when simulated machine i booted: a fixed instant, so that the load generator
+// and the wrk script, run one after the other, report the same boot (and no reboot).
+func sampleBoot(i int) time.Time {
+	return time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Add(-time.Duration(i%86400) * time.Second)
+}
+
 func sampleInventory(i int) agent.Inventory {
 	oses := []agent.OS{
 		{Name: "Ubuntu", Version: "24.04", Kernel: "6.8.0-45-generic", Arch: "amd64"},

@@ -50,6 +50,8 @@ type Store struct {
 
 	pruneFrom atomic.Int64 // the log position retention has pruned up to
 
+	stopCheckpoint func() // SQLite: stops the background WAL checkpoint
+
 	// OfflineAfter is the server's --offline-after: a site's own window is applied as the
 	// difference from it (site_settings).
 	OfflineAfter time.Duration
@@ -123,6 +125,10 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
 	}
+	if err := s.startCheckpointer(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
+	}
 	return s, nil
 }
 
@@ -173,6 +179,10 @@ func (s *Store) Rebind(query string) string {
 // Close closes the pools.
 func (s *Store) Close() error {
 	s.stopCommitter()
+	if s.stopCheckpoint != nil {
+		s.stopCheckpoint()
+		s.stopCheckpoint = nil
+	}
 	if s.reads.identity != nil {
 		s.reads.identity.Close()
 	}

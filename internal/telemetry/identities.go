@@ -22,8 +22,10 @@ type identityCache struct {
 }
 
 const (
-	identityCacheSize = 100_000
-	identityCacheTTL  = 5 * time.Minute
+	// Sized for a million-agent fleet, whose heartbeats each come from another agent, and kept
+	// longer than a heartbeat interval: a miss costs a database read before the write.
+	identityCacheSize = 1_200_000
+	identityCacheTTL  = 15 * time.Minute
 )
 
 func newIdentityCache() *identityCache {

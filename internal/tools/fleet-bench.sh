@@ -8,14 +8,16 @@
 # sees, WAL not counted; PostgreSQL: pg_database_size).
 #
 #   internal/tools/fleet-bench.sh [--db sqlite|postgres] [--agents 1000000] [--duration 30s]
-#                                 [--bin PATH] [--serve-flags "..."]
+#                                 [--bin PATH] [--serve-flags "..."] [--profile FILE]
+#
+# --profile writes the server's CPU profile of the fleet-at-random phase to FILE.
 #
 # Needs wrk, jq, curl, and sqlite3 or psql. Everything listens on 127.0.0.1. A million agents
 # takes several minutes per phase on 2 cores: keep it out of CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . internal/tools/bench-lib.sh
-DBKIND=sqlite; AGENTS=1000000; DURATION=30s; BIN=""; SERVE_FLAGS=""
+DBKIND=sqlite; AGENTS=1000000; DURATION=30s; BIN=""; SERVE_FLAGS=""; PROFILE=""
 PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -24,6 +26,7 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift 2 ;;
     --bin) BIN=$2; shift 2 ;;
     --serve-flags) SERVE_FLAGS=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
@@ -51,6 +54,8 @@ extra=()
 "$BIN" serve -h 2>&1 | grep -q -- '-enroll-rate-limit' && extra+=(--enroll-rate-limit 0)
 # shellcheck disable=SC2206
 extra+=($SERVE_FLAGS)
+PPROF=127.0.0.1:18774
+[ -n "$PROFILE" ] && extra+=(--pprof-addr "$PPROF")
 bench_start() {
   "$BIN" serve --db "$1" --addr "$SVC" "${extra[@]}" 2>>"$WORK/serve.log" &
   SVC_PID=$!
@@ -86,6 +91,10 @@ primed=$(db_bytes); rows_primed=$(log_rows)
 echo "database per enrolled agent (enrollment + first heartbeat): $(( (primed - empty) / AGENTS )) bytes"
 
 # The fleet at random.
+if [ -n "$PROFILE" ]; then
+  secs=${DURATION%s}
+  (sleep 2; curl -s "http://$PPROF/debug/pprof/profile?seconds=$((secs - 4))" > "$PROFILE") &
+fi
 out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$WORK/heartbeats.lua" "http://$SVC" -- random)
 wrk_line "fleet of $AGENTS at random" "$out"
 rss=$(ps -o rss= -p "$SVC_PID" | awk '{printf "%.0f MiB", $1/1024}')
