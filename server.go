@@ -219,6 +219,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	agentRate, enrollRate := def.AgentRateLimit, def.EnrollRateLimit
 	fs.Var(pacing.RateFlag{Rate: &agentRate}, "agent-rate-limit", "requests per agent, N/DURATION (429 rate_limited beyond it; 0: off)")
 	fs.Var(pacing.RateFlag{Rate: &enrollRate}, "enroll-rate-limit", "enrollments per source address, N/DURATION (429 rate_limited beyond it; 0: off)")
+	onConflict := def.OnIdentityConflict
+	fs.Var(&onConflict, "on-identity-conflict", "one agent credential seen from two live machines: flag (flag the identity for review) or refuse (also answer the newer machine 409 identity_conflict)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -247,7 +249,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
 		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log, Websocket: ws,
 		AgentCredentialGrace: *credGrace, AgentCredentialMaxAge: *credMaxAge, AgentRateLimit: agentRate, EnrollRateLimit: enrollRate,
-		TelemetryRetention: *retention}
+		TelemetryRetention: *retention, OnIdentityConflict: onConflict}
 	if err := checkDB(*db, false); err != nil {
 		return err
 	}

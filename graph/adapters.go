@@ -46,7 +46,7 @@ func decodeJSONObject(raw json.RawMessage) (map[string]any, error) {
 }
 
 func fleetSummary(s *fleet.Summary) *model.FleetSummary {
-	out := &model.FleetSummary{TotalAssets: s.TotalAssets, Online: s.Online, Offline: s.TotalAssets - s.Online}
+	out := &model.FleetSummary{TotalAssets: s.TotalAssets, Online: s.Online, Offline: s.TotalAssets - s.Online, Conflicts: s.Conflicts}
 	for _, st := range []domain.AgentStatus{domain.StatusEnrolled, domain.StatusActive, domain.StatusStale, domain.StatusRevoked} {
 		out.IdentitiesByStatus = append(out.IdentitiesByStatus, &model.StatusCount{Status: st, Count: s.ByStatus[st]})
 	}

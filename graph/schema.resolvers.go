@@ -38,6 +38,15 @@ func (r *agentIdentityResolver) Asset(ctx context.Context, obj *domain.AgentIden
 	return loaders.Load(ctx, assetLoader, obj.AssetID)
 }
 
+// Conflict is the resolver for the conflict field.
+func (r *agentIdentityResolver) Conflict(ctx context.Context, obj *domain.AgentIdentity) (*model.IdentityConflict, error) {
+	c, err := r.Fleet.IdentityConflict(ctx, obj)
+	if err != nil {
+		return nil, err
+	}
+	return identityConflict(c), nil
+}
+
 // Principal is the resolver for the principal field.
 func (r *apiTokenResolver) Principal(ctx context.Context, obj *domain.APIToken) (*domain.Principal, error) {
 	return loaders.Load(ctx, principalLoader, obj.PrincipalID)
@@ -145,6 +154,11 @@ func (r *mutationResolver) ReactivateAgentIdentity(ctx context.Context, agentID 
 	return r.Enrollment.Reactivate(ctx, agentID)
 }
 
+// ResolveAgentConflict is the resolver for the resolveAgentConflict field.
+func (r *mutationResolver) ResolveAgentConflict(ctx context.Context, agentID string, keep string) (*domain.AgentIdentity, error) {
+	return r.Telemetry.ResolveConflict(ctx, agentID, keep)
+}
+
 // CreateAPIToken is the resolver for the createApiToken field.
 func (r *mutationResolver) CreateAPIToken(ctx context.Context, input model.CreateAPITokenInput) (*model.CreateAPITokenPayload, error) {
 	tok, secret, err := r.Tenancy.CreateAPIToken(ctx, input.PrincipalID, input.TTLSeconds)
@@ -210,7 +224,7 @@ func (r *queryResolver) AgentIdentity(ctx context.Context, agentID string) (*dom
 func (r *queryResolver) AgentIdentities(ctx context.Context, first *int, after *string, filter *model.AgentIdentityFilter) (*fleet.AgentIdentityConnection, error) {
 	var f store.IdentityFilter
 	if filter != nil {
-		f = store.IdentityFilter{SiteID: filter.SiteID, Status: filter.Status}
+		f = store.IdentityFilter{SiteID: filter.SiteID, Status: filter.Status, Conflict: filter.Conflict}
 	}
 	return prefetchIdentities(ctx)(r.Fleet.AgentIdentities(ctx, first, after, f))
 }

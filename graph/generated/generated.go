@@ -58,6 +58,7 @@ type ComplexityRoot struct {
 		AgentVersion  func(childComplexity int) int
 		Asset         func(childComplexity int) int
 		Collector     func(childComplexity int) int
+		Conflict      func(childComplexity int) int
 		EnrolledAt    func(childComplexity int) int
 		Hostname      func(childComplexity int) int
 		LastSeenAt    func(childComplexity int) int
@@ -192,6 +193,7 @@ type ComplexityRoot struct {
 	FleetSummary struct {
 		ByAgentVersion     func(childComplexity int) int
 		ByOsName           func(childComplexity int) int
+		Conflicts          func(childComplexity int) int
 		IdentitiesByStatus func(childComplexity int) int
 		Offline            func(childComplexity int) int
 		Online             func(childComplexity int) int
@@ -209,12 +211,27 @@ type ComplexityRoot struct {
 		Status               func(childComplexity int) int
 	}
 
+	IdentityConflict struct {
+		DetectedAt   func(childComplexity int) int
+		Fingerprints func(childComplexity int) int
+	}
+
+	MachineFingerprint struct {
+		BootTime     func(childComplexity int) int
+		FirstSeenAt  func(childComplexity int) int
+		ID           func(childComplexity int) int
+		LastSeenAt   func(childComplexity int) int
+		MacAddresses func(childComplexity int) int
+		MachineID    func(childComplexity int) int
+	}
+
 	Mutation struct {
 		CreateAPIToken          func(childComplexity int, input model.CreateAPITokenInput) int
 		CreateCollector         func(childComplexity int, input model.CreateCollectorInput) int
 		CreateEnrollmentToken   func(childComplexity int, input model.CreateEnrollmentTokenInput) int
 		CreateSite              func(childComplexity int, input model.CreateSiteInput) int
 		ReactivateAgentIdentity func(childComplexity int, agentID string) int
+		ResolveAgentConflict    func(childComplexity int, agentID string, keep string) int
 		RevokeAPIToken          func(childComplexity int, id string) int
 		RevokeAgentIdentity     func(childComplexity int, agentID string, reason *string) int
 		RevokeEnrollmentToken   func(childComplexity int, id string) int
@@ -293,6 +310,8 @@ type AgentIdentityResolver interface {
 	Site(ctx context.Context, obj *domain.AgentIdentity) (*domain.Site, error)
 	Collector(ctx context.Context, obj *domain.AgentIdentity) (*domain.Collector, error)
 	Asset(ctx context.Context, obj *domain.AgentIdentity) (*domain.Asset, error)
+
+	Conflict(ctx context.Context, obj *domain.AgentIdentity) (*model.IdentityConflict, error)
 }
 type ApiTokenResolver interface {
 	Principal(ctx context.Context, obj *domain.APIToken) (*domain.Principal, error)
@@ -327,6 +346,7 @@ type MutationResolver interface {
 	RevokeEnrollmentToken(ctx context.Context, id string) (*domain.EnrollmentToken, error)
 	RevokeAgentIdentity(ctx context.Context, agentID string, reason *string) (*domain.AgentIdentity, error)
 	ReactivateAgentIdentity(ctx context.Context, agentID string) (*domain.AgentIdentity, error)
+	ResolveAgentConflict(ctx context.Context, agentID string, keep string) (*domain.AgentIdentity, error)
 	CreateAPIToken(ctx context.Context, input model.CreateAPITokenInput) (*model.CreateAPITokenPayload, error)
 	RevokeAPIToken(ctx context.Context, id string) (*domain.APIToken, error)
 }
@@ -398,6 +418,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AgentIdentity.Collector(childComplexity), true
+	case "AgentIdentity.conflict":
+		if e.ComplexityRoot.AgentIdentity.Conflict == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AgentIdentity.Conflict(childComplexity), true
 	case "AgentIdentity.enrolledAt":
 		if e.ComplexityRoot.AgentIdentity.EnrolledAt == nil {
 			break
@@ -923,6 +949,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.FleetSummary.ByOsName(childComplexity), true
+	case "FleetSummary.conflicts":
+		if e.ComplexityRoot.FleetSummary.Conflicts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FleetSummary.Conflicts(childComplexity), true
 	case "FleetSummary.identitiesByStatus":
 		if e.ComplexityRoot.FleetSummary.IdentitiesByStatus == nil {
 			break
@@ -997,6 +1029,56 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.HeartbeatResult.Status(childComplexity), true
 
+	case "IdentityConflict.detectedAt":
+		if e.ComplexityRoot.IdentityConflict.DetectedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityConflict.DetectedAt(childComplexity), true
+	case "IdentityConflict.fingerprints":
+		if e.ComplexityRoot.IdentityConflict.Fingerprints == nil {
+			break
+		}
+
+		return e.ComplexityRoot.IdentityConflict.Fingerprints(childComplexity), true
+
+	case "MachineFingerprint.bootTime":
+		if e.ComplexityRoot.MachineFingerprint.BootTime == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MachineFingerprint.BootTime(childComplexity), true
+	case "MachineFingerprint.firstSeenAt":
+		if e.ComplexityRoot.MachineFingerprint.FirstSeenAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MachineFingerprint.FirstSeenAt(childComplexity), true
+	case "MachineFingerprint.id":
+		if e.ComplexityRoot.MachineFingerprint.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MachineFingerprint.ID(childComplexity), true
+	case "MachineFingerprint.lastSeenAt":
+		if e.ComplexityRoot.MachineFingerprint.LastSeenAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MachineFingerprint.LastSeenAt(childComplexity), true
+	case "MachineFingerprint.macAddresses":
+		if e.ComplexityRoot.MachineFingerprint.MacAddresses == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MachineFingerprint.MacAddresses(childComplexity), true
+	case "MachineFingerprint.machineId":
+		if e.ComplexityRoot.MachineFingerprint.MachineID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.MachineFingerprint.MachineID(childComplexity), true
+
 	case "Mutation.createApiToken":
 		if e.ComplexityRoot.Mutation.CreateAPIToken == nil {
 			break
@@ -1052,6 +1134,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ReactivateAgentIdentity(childComplexity, args["agentId"].(string)), true
+	case "Mutation.resolveAgentConflict":
+		if e.ComplexityRoot.Mutation.ResolveAgentConflict == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_resolveAgentConflict_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ResolveAgentConflict(childComplexity, args["agentId"].(string), args["keep"].(string)), true
 	case "Mutation.revokeApiToken":
 		if e.ComplexityRoot.Mutation.RevokeAPIToken == nil {
 			break
@@ -1547,6 +1640,8 @@ type Mutation {
   revokeEnrollmentToken(id: ID!): EnrollmentToken! @hasRole(role: ADMIN)
   revokeAgentIdentity(agentId: ID!, reason: String): AgentIdentity! @hasRole(role: ADMIN)
   reactivateAgentIdentity(agentId: ID!): AgentIdentity! @hasRole(role: ADMIN)
+  "Extension: clear an identity's clone conflict, keeping the machine of the fingerprint ` + "`" + `keep` + "`" + `; the conflict's other machines get IDENTITY_CONFLICT from then on."
+  resolveAgentConflict(agentId: ID!, keep: ID!): AgentIdentity! @hasRole(role: ADMIN)
   "Mint an API token for a user of the tenant; the secret is shown only in this answer."
   createApiToken(input: CreateApiTokenInput!): CreateApiTokenPayload! @hasRole(role: ADMIN)
   "Revoke a user API token of the tenant: it is refused within a second on every replica, and its open subscriptions close (4403)."
@@ -1585,6 +1680,27 @@ type AgentIdentity {
   revokedReason: String
   "Extension: the stable machine id the agent enrolled with, if any."
   machineId: String
+  "Extension: the open clone conflict (this credential seen from two live machines), null when none."
+  conflict: IdentityConflict
+}
+
+"Extension: one agent credential seen from machines that alternate, so from two live machines."
+type IdentityConflict {
+  detectedAt: Time!
+  "The conflicting machines, oldest first."
+  fingerprints: [MachineFingerprint!]!
+}
+
+"Extension: a machine an agent identity was seen from: its enrolled machine id, one boot and its MAC set."
+type MachineFingerprint {
+  "What resolveAgentConflict's keep names."
+  id: ID!
+  machineId: String
+  "When the machine booted: the heartbeat's receipt minus its uptime."
+  bootTime: Time!
+  macAddresses: [String!]!
+  firstSeenAt: Time!
+  lastSeenAt: Time!
 }
 
 type Asset {
@@ -1692,12 +1808,19 @@ type FleetSummary {
   offline: Int!
   byOsName: [NamedCount!]!
   byAgentVersion: [NamedCount!]!
+  "Identities with an open clone conflict (revoked ones aside)."
+  conflicts: Int!
 }
 type StatusCount { status: AgentStatus! count: Int! }
 type NamedCount { name: String count: Int! }
 
 input AssetFilter { siteId: ID online: Boolean hostnameContains: String }
-input AgentIdentityFilter { siteId: ID status: AgentStatus }
+input AgentIdentityFilter {
+  siteId: ID
+  status: AgentStatus
+  "Extension: only the identities with (true) or without (false) an open clone conflict."
+  conflict: Boolean
+}
 input EventFilter { assetId: ID agentId: ID type: String }
 
 type PageInfo { hasNextPage: Boolean! endCursor: String }
@@ -1764,6 +1887,8 @@ func (ec *executionContext) childFields_AgentIdentity(ctx context.Context, field
 		return ec.fieldContext_AgentIdentity_revokedReason(ctx, field)
 	case "machineId":
 		return ec.fieldContext_AgentIdentity_machineId(ctx, field)
+	case "conflict":
+		return ec.fieldContext_AgentIdentity_conflict(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AgentIdentity", field.Name)
 }
@@ -2024,6 +2149,8 @@ func (ec *executionContext) childFields_FleetSummary(ctx context.Context, field 
 		return ec.fieldContext_FleetSummary_byOsName(ctx, field)
 	case "byAgentVersion":
 		return ec.fieldContext_FleetSummary_byAgentVersion(ctx, field)
+	case "conflicts":
+		return ec.fieldContext_FleetSummary_conflicts(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type FleetSummary", field.Name)
 }
@@ -2048,6 +2175,34 @@ func (ec *executionContext) childFields_HeartbeatResult(ctx context.Context, fie
 		return ec.fieldContext_HeartbeatResult_credentialExpiresAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type HeartbeatResult", field.Name)
+}
+
+func (ec *executionContext) childFields_IdentityConflict(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "detectedAt":
+		return ec.fieldContext_IdentityConflict_detectedAt(ctx, field)
+	case "fingerprints":
+		return ec.fieldContext_IdentityConflict_fingerprints(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type IdentityConflict", field.Name)
+}
+
+func (ec *executionContext) childFields_MachineFingerprint(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_MachineFingerprint_id(ctx, field)
+	case "machineId":
+		return ec.fieldContext_MachineFingerprint_machineId(ctx, field)
+	case "bootTime":
+		return ec.fieldContext_MachineFingerprint_bootTime(ctx, field)
+	case "macAddresses":
+		return ec.fieldContext_MachineFingerprint_macAddresses(ctx, field)
+	case "firstSeenAt":
+		return ec.fieldContext_MachineFingerprint_firstSeenAt(ctx, field)
+	case "lastSeenAt":
+		return ec.fieldContext_MachineFingerprint_lastSeenAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type MachineFingerprint", field.Name)
 }
 
 func (ec *executionContext) childFields_NamedCount(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -2377,6 +2532,28 @@ func (ec *executionContext) field_Mutation_reactivateAgentIdentity_args(ctx cont
 		return nil, err
 	}
 	args["agentId"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_resolveAgentConflict_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "agentId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["agentId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "keep",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["keep"] = arg1
 	return args, nil
 }
 
@@ -3081,6 +3258,38 @@ func (ec *executionContext) _AgentIdentity_machineId(ctx context.Context, field 
 }
 func (ec *executionContext) fieldContext_AgentIdentity_machineId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("AgentIdentity", field, false, false, "String")
+}
+
+func (ec *executionContext) _AgentIdentity_conflict(ctx context.Context, field graphql.CollectedField, obj *domain.AgentIdentity) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AgentIdentity_conflict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.AgentIdentity().Conflict(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.IdentityConflict) graphql.Marshaler {
+			return ec.marshalOIdentityConflict2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐIdentityConflict(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AgentIdentity_conflict(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "AgentIdentity",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_IdentityConflict(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _AgentIdentityConnection_edges(ctx context.Context, field graphql.CollectedField, obj *fleet.AgentIdentityConnection) (ret graphql.Marshaler) {
@@ -5176,6 +5385,29 @@ func (ec *executionContext) fieldContext_FleetSummary_byAgentVersion(_ context.C
 	return fc, nil
 }
 
+func (ec *executionContext) _FleetSummary_conflicts(ctx context.Context, field graphql.CollectedField, obj *model.FleetSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_FleetSummary_conflicts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Conflicts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_FleetSummary_conflicts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("FleetSummary", field, false, false, "Int")
+}
+
 func (ec *executionContext) _HeartbeatResult_agentId(ctx context.Context, field graphql.CollectedField, obj *telemetry.Result) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -5358,6 +5590,199 @@ func (ec *executionContext) _HeartbeatResult_credentialExpiresAt(ctx context.Con
 }
 func (ec *executionContext) fieldContext_HeartbeatResult_credentialExpiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("HeartbeatResult", field, false, false, "Time")
+}
+
+func (ec *executionContext) _IdentityConflict_detectedAt(ctx context.Context, field graphql.CollectedField, obj *model.IdentityConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IdentityConflict_detectedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DetectedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IdentityConflict_detectedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("IdentityConflict", field, false, false, "Time")
+}
+
+func (ec *executionContext) _IdentityConflict_fingerprints(ctx context.Context, field graphql.CollectedField, obj *model.IdentityConflict) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_IdentityConflict_fingerprints(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Fingerprints, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.MachineFingerprint) graphql.Marshaler {
+			return ec.marshalNMachineFingerprint2ᚕᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐMachineFingerprintᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_IdentityConflict_fingerprints(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "IdentityConflict",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_MachineFingerprint(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _MachineFingerprint_id(ctx context.Context, field graphql.CollectedField, obj *model.MachineFingerprint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MachineFingerprint_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MachineFingerprint_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MachineFingerprint", field, false, false, "ID")
+}
+
+func (ec *executionContext) _MachineFingerprint_machineId(ctx context.Context, field graphql.CollectedField, obj *model.MachineFingerprint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MachineFingerprint_machineId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MachineID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_MachineFingerprint_machineId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MachineFingerprint", field, false, false, "String")
+}
+
+func (ec *executionContext) _MachineFingerprint_bootTime(ctx context.Context, field graphql.CollectedField, obj *model.MachineFingerprint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MachineFingerprint_bootTime(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.BootTime, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MachineFingerprint_bootTime(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MachineFingerprint", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MachineFingerprint_macAddresses(ctx context.Context, field graphql.CollectedField, obj *model.MachineFingerprint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MachineFingerprint_macAddresses(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.MacAddresses, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []string) graphql.Marshaler {
+			return ec.marshalNString2ᚕstringᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MachineFingerprint_macAddresses(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MachineFingerprint", field, false, false, "String")
+}
+
+func (ec *executionContext) _MachineFingerprint_firstSeenAt(ctx context.Context, field graphql.CollectedField, obj *model.MachineFingerprint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MachineFingerprint_firstSeenAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.FirstSeenAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MachineFingerprint_firstSeenAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MachineFingerprint", field, false, false, "Time")
+}
+
+func (ec *executionContext) _MachineFingerprint_lastSeenAt(ctx context.Context, field graphql.CollectedField, obj *model.MachineFingerprint) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_MachineFingerprint_lastSeenAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastSeenAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_MachineFingerprint_lastSeenAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("MachineFingerprint", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Mutation_submitHeartbeat(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -5845,6 +6270,68 @@ func (ec *executionContext) fieldContext_Mutation_reactivateAgentIdentity(ctx co
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_reactivateAgentIdentity_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_resolveAgentConflict(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_resolveAgentConflict(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().ResolveAgentConflict(ctx, fc.Args["agentId"].(string), fc.Args["keep"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				role, err := ec.unmarshalNRole2githubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐRole(ctx, "ADMIN")
+				if err != nil {
+					var zeroVal *domain.AgentIdentity
+					return zeroVal, err
+				}
+				if ec.Directives.HasRole == nil {
+					var zeroVal *domain.AgentIdentity
+					return zeroVal, errors.New("directive hasRole is not implemented")
+				}
+				return ec.Directives.HasRole(ctx, nil, directive0, role)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *domain.AgentIdentity) graphql.Marshaler {
+			return ec.marshalNAgentIdentity2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋinternalᚋdomainᚐAgentIdentity(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_resolveAgentConflict(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_AgentIdentity(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_resolveAgentConflict_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -8427,7 +8914,7 @@ func (ec *executionContext) unmarshalInputAgentIdentityFilter(ctx context.Contex
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"siteId", "status"}
+	fieldsInOrder := [...]string{"siteId", "status", "conflict"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -8448,6 +8935,13 @@ func (ec *executionContext) unmarshalInputAgentIdentityFilter(ctx context.Contex
 				return it, err
 			}
 			it.Status = data
+		case "conflict":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("conflict"))
+			data, err := ec.unmarshalOBoolean2ᚖbool(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.Conflict = data
 		}
 	}
 	return it, nil
@@ -9135,6 +9629,12 @@ func (ec *executionContext) _AgentIdentity(ctx context.Context, sel ast.Selectio
 			if out.Values[i] == graphql.RequiredNull {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "conflict":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._AgentIdentity_conflict(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -10021,6 +10521,11 @@ func (ec *executionContext) _FleetSummary(ctx context.Context, sel ast.Selection
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "conflicts":
+			out.Values[i] = ec._FleetSummary_conflicts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -10087,6 +10592,102 @@ func (ec *executionContext) _HeartbeatResult(ctx context.Context, sel ast.Select
 		case "credentialExpiresAt":
 			out.Values[i] = ec._HeartbeatResult_credentialExpiresAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var identityConflictImplementors = []string{"IdentityConflict"}
+
+func (ec *executionContext) _IdentityConflict(ctx context.Context, sel ast.SelectionSet, obj *model.IdentityConflict) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, identityConflictImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("IdentityConflict")
+		case "detectedAt":
+			out.Values[i] = ec._IdentityConflict_detectedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "fingerprints":
+			out.Values[i] = ec._IdentityConflict_fingerprints(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var machineFingerprintImplementors = []string{"MachineFingerprint"}
+
+func (ec *executionContext) _MachineFingerprint(ctx context.Context, sel ast.SelectionSet, obj *model.MachineFingerprint) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, machineFingerprintImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("MachineFingerprint")
+		case "id":
+			out.Values[i] = ec._MachineFingerprint_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "machineId":
+			out.Values[i] = ec._MachineFingerprint_machineId(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "bootTime":
+			out.Values[i] = ec._MachineFingerprint_bootTime(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "macAddresses":
+			out.Values[i] = ec._MachineFingerprint_macAddresses(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "firstSeenAt":
+			out.Values[i] = ec._MachineFingerprint_firstSeenAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "lastSeenAt":
+			out.Values[i] = ec._MachineFingerprint_lastSeenAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
 		default:
@@ -10177,6 +10778,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "reactivateAgentIdentity":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_reactivateAgentIdentity(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "resolveAgentConflict":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_resolveAgentConflict(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -11353,6 +11961,30 @@ func (ec *executionContext) marshalNJSON2map(ctx context.Context, sel ast.Select
 	return res
 }
 
+func (ec *executionContext) marshalNMachineFingerprint2ᚕᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐMachineFingerprintᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.MachineFingerprint) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNMachineFingerprint2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐMachineFingerprint(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNMachineFingerprint2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐMachineFingerprint(ctx context.Context, sel ast.SelectionSet, v *model.MachineFingerprint) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "MachineFingerprint!")
+		return graphql.Null
+	}
+	return ec._MachineFingerprint(ctx, sel, v)
+}
+
 func (ec *executionContext) marshalNNamedCount2ᚕᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐNamedCountᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.NamedCount) graphql.Marshaler {
 	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
 		fc := graphql.GetFieldContext(ctx)
@@ -11804,6 +12436,13 @@ func (ec *executionContext) marshalOID2ᚖstring(ctx context.Context, sel ast.Se
 	_ = ctx
 	res := graphql.MarshalID(*v)
 	return res
+}
+
+func (ec *executionContext) marshalOIdentityConflict2ᚖgithubᚗcomᚋoneprotectᚋtelemetryᚋgraphᚋmodelᚐIdentityConflict(ctx context.Context, sel ast.SelectionSet, v *model.IdentityConflict) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._IdentityConflict(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOInt2ᚖint(ctx context.Context, v any) (*int, error) {

@@ -11,6 +11,8 @@ import (
 type AgentIdentityFilter struct {
 	SiteID *string             `json:"siteId,omitempty"`
 	Status *domain.AgentStatus `json:"status,omitempty"`
+	// Extension: only the identities with (true) or without (false) an open clone conflict.
+	Conflict *bool `json:"conflict,omitempty"`
 }
 
 type AssetFilter struct {
@@ -75,6 +77,27 @@ type FleetSummary struct {
 	Offline            int            `json:"offline"`
 	ByOsName           []*NamedCount  `json:"byOsName"`
 	ByAgentVersion     []*NamedCount  `json:"byAgentVersion"`
+	// Identities with an open clone conflict (revoked ones aside).
+	Conflicts int `json:"conflicts"`
+}
+
+// Extension: one agent credential seen from machines that alternate, so from two live machines.
+type IdentityConflict struct {
+	DetectedAt time.Time `json:"detectedAt"`
+	// The conflicting machines, oldest first.
+	Fingerprints []*MachineFingerprint `json:"fingerprints"`
+}
+
+// Extension: a machine an agent identity was seen from: its enrolled machine id, one boot and its MAC set.
+type MachineFingerprint struct {
+	// What resolveAgentConflict's keep names.
+	ID        string  `json:"id"`
+	MachineID *string `json:"machineId,omitempty"`
+	// When the machine booted: the heartbeat's receipt minus its uptime.
+	BootTime     time.Time `json:"bootTime"`
+	MacAddresses []string  `json:"macAddresses"`
+	FirstSeenAt  time.Time `json:"firstSeenAt"`
+	LastSeenAt   time.Time `json:"lastSeenAt"`
 }
 
 type Mutation struct {

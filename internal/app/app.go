@@ -20,6 +20,7 @@ import (
 	"github.com/oneprotect/telemetry/graph/loaders"
 	"github.com/oneprotect/telemetry/internal/apidoc"
 	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/clones"
 	"github.com/oneprotect/telemetry/internal/credentials"
 	"github.com/oneprotect/telemetry/internal/cursor"
 	"github.com/oneprotect/telemetry/internal/enrollment"
@@ -69,6 +70,9 @@ type Config struct {
 	Websocket graph.WebsocketLimits
 	// TelemetryRetention is how long the heartbeat log (asset.telemetry.received) is kept.
 	TelemetryRetention time.Duration
+	// OnIdentityConflict is what happens when one agent credential is seen from two live
+	// machines: flag the identity, or also refuse the newer machine (--on-identity-conflict).
+	OnIdentityConflict clones.Mode
 }
 
 // Defaults returns the contract's defaults.
@@ -156,7 +160,7 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
 	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live,
-		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit}
+		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit, OnIdentityConflict: cfg.OnIdentityConflict}
 	retention := cfg.TelemetryRetention
 	if retention <= 0 {
 		retention = telemetry.DefaultRetention

@@ -28,6 +28,7 @@ const (
 	CodeAgentStale             Code = "agent_stale"
 	CodeIdentityOverride       Code = "identity_override"
 	CodeIdempotencyConflict    Code = "idempotency_conflict"
+	CodeIdentityConflict       Code = "identity_conflict"
 	CodeComplexityLimit        Code = "complexity_limit_exceeded"
 	CodeUnavailable            Code = "unavailable"
 	CodeRateLimited            Code = "rate_limited"

@@ -172,6 +172,10 @@ const (
 	EventAgentStale        = "agent.stale"
 	EventAgentReactivated  = "agent.reactivated"
 	EventCredentialRotated = "agent.credential.rotated"
+	// EventAgentConflict: one credential is in use on two live machines (clone detection);
+	// EventConflictResolved: an admin kept one of them.
+	EventAgentConflict    = "agent.conflict"
+	EventConflictResolved = "agent.conflict.resolved"
 )
 
 // Event is an append-only record.

@@ -172,6 +172,9 @@ func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string
 	if f.EnrollmentTokenID != nil {
 		query = fingerprint("token-identities", f.EnrollmentTokenID, f.SiteID, status)
 	}
+	if f.Conflict != nil {
+		query += map[bool]string{true: " conflict", false: " no-conflict"}[*f.Conflict]
+	}
 	key, err := s.Cursors.Decode(p.TenantID, query, after)
 	if err != nil {
 		return nil, err
@@ -257,6 +260,8 @@ type Summary struct {
 	Online         int
 	ByOSName       []store.Count
 	ByAgentVersion []store.Count
+	// Conflicts counts the identities with an open clone conflict.
+	Conflicts int
 }
 
 // FleetSummary counts the caller's fleet, optionally of one site.
@@ -275,6 +280,9 @@ func (s *Service) FleetSummary(ctx context.Context, siteID *string) (*Summary, e
 		if c.Key != nil {
 			out.ByStatus[domain.AgentStatus(*c.Key)] = c.Count
 		}
+	}
+	if out.Conflicts, err = s.Store.CountConflicts(ctx, p.TenantID, siteID); err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -30,7 +30,7 @@ func statusOf(code domain.Code) int {
 		return http.StatusForbidden
 	case domain.CodeNotFound:
 		return http.StatusNotFound
-	case domain.CodeConflict, domain.CodeIdempotencyConflict:
+	case domain.CodeConflict, domain.CodeIdempotencyConflict, domain.CodeIdentityConflict:
 		return http.StatusConflict
 	case domain.CodePayloadTooLarge:
 		return http.StatusRequestEntityTooLarge

@@ -11,6 +11,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"github.com/oneprotect/telemetry/internal/clones"
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/projection"
@@ -28,6 +29,8 @@ type HeartbeatWrite struct {
 	SentAt      *time.Time
 	Report      *projection.Report
 	ReportHash  int64 // Report.Hash()
+	// OnConflict is the policy for an identity seen from two live machines (clone detection).
+	OnConflict clones.Mode
 }
 
 // HeartbeatOutcome says what became of a HeartbeatWrite.
@@ -40,6 +43,9 @@ type HeartbeatOutcome struct {
 	// what it is.
 	Refused bool
 	Status  domain.AgentStatus
+	// IdentityConflict: the heartbeat comes from a machine the clone policy refuses; nothing
+	// of it was written.
+	IdentityConflict bool
 	// ReceivedAt is when the heartbeat (or, for a duplicate, the original) was received.
 	ReceivedAt time.Time
 	Discovered bool
@@ -233,6 +239,10 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 	if !domain.AgentStatus(status).CanSubmit() {
 		return HeartbeatOutcome{Refused: true, Status: domain.AgentStatus(status)}, nil
 	}
+	clone, refuse, err := s.checkClones(ctx, tx, w) // conflicts.go
+	if err != nil || refuse {
+		return HeartbeatOutcome{IdentityConflict: refuse}, err
+	}
 	res, err := tx.ExecContext(ctx, st.insertLogOnce, w.logArgs()...)
 	if err != nil {
 		return HeartbeatOutcome{}, err
@@ -243,6 +253,9 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 		return s.repeated(ctx, tx, w)
 	}
 	out := HeartbeatOutcome{ReceivedAt: w.ReceivedAt}
+	if err := s.writeClones(ctx, tx, w, clone); err != nil {
+		return out, err
+	}
 	if domain.AgentStatus(status) == domain.StatusEnrolled {
 		if _, err := tx.ExecContext(ctx, st.activate, at, id.AgentID, id.TenantID); err != nil {
 			return out, err

@@ -103,6 +103,8 @@ type IdentityFilter struct {
 	Status *domain.AgentStatus
 	// EnrollmentTokenID lists the identities one enrollment token enrolled.
 	EnrollmentTokenID *string
+	// Conflict lists the identities with (true) or without (false) an open clone conflict.
+	Conflict *bool
 }
 
 func (f IdentityFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
@@ -115,7 +117,7 @@ func (f IdentityFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 	if f.EnrollmentTokenID != nil {
 		q = q.Where("i.enrollment_token_id = ?", *f.EnrollmentTokenID)
 	}
-	return q
+	return applyConflictFilter(q, f.Conflict)
 }
 
 // AgentIdentities lists identities by agent id after afterID, up to limit+1 rows.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/oneprotect/telemetry/internal/auth"
+	"github.com/oneprotect/telemetry/internal/clones"
 	"github.com/oneprotect/telemetry/internal/credentials"
 	"github.com/oneprotect/telemetry/internal/domain"
 	"github.com/oneprotect/telemetry/internal/ids"
@@ -39,6 +40,9 @@ type Service struct {
 	Credentials *credentials.Policy
 	// RateLimit is the per-agent heartbeat limit (nil: none).
 	RateLimit *pacing.Limiter
+	// OnIdentityConflict is what happens to a credential seen from two live machines
+	// (--on-identity-conflict; conflicts.go).
+	OnIdentityConflict clones.Mode
 
 	cacheOnce sync.Once
 	cache     *identityCache
@@ -120,6 +124,8 @@ func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 	switch {
 	case out.Conflict:
 		return nil, errConflict
+	case out.IdentityConflict:
+		return nil, errIdentityConflict
 	case out.Refused:
 		s.forget(id.TenantID, id.AgentID)
 		if err := statusError(out.Status); err != nil {
@@ -219,7 +225,7 @@ func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *
 		}
 	}
 	w := &store.HeartbeatWrite{Identity: id, PrincipalID: caller.ID, Relayed: caller.ActorKind == domain.ActorCollector,
-		HeartbeatID: hbID, ReceivedAt: received, SentAt: hb.SentAt, Report: r, ReportHash: r.Hash()}
+		HeartbeatID: hbID, ReceivedAt: received, SentAt: hb.SentAt, Report: r, ReportHash: r.Hash(), OnConflict: s.OnIdentityConflict}
 	copy(w.RequestHash[:], hash[:])
 	return w, nil
 }
