@@ -80,6 +80,8 @@ func (e *StopError) Error() string {
 		return "unknown_agent: the server does not know this agent and no --enrollment-token was given to enroll again"
 	case "unauthenticated":
 		return "unauthenticated: the server refuses this agent's token (was the state directory made for another server?); enroll again with --enrollment-token"
+	case "identity_conflict":
+		return "identity_conflict: another machine uses this agent's credential (a copied disk or VM image) and the server keeps that one; give --enrollment-token to enroll this machine as a new agent"
 	}
 	return e.Code + ": " + e.Message
 }
@@ -264,6 +266,22 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			r.log.Error("the server refuses this agent", "agent_id", st.AgentID, "code", apiErr.Code, "message", apiErr.Message)
 			return &StopError{Code: apiErr.Code, Message: apiErr.Message}
+		case errors.As(err, &apiErr) && apiErr.Code == "identity_conflict":
+			// This machine is a copy of another that keeps the credential: it becomes an agent
+			// of its own, under a machine id of its own (its copied one would supersede the
+			// other's identity).
+			if r.cfg.EnrollmentToken == "" {
+				r.log.Error("another machine uses this agent's credential", "agent_id", st.AgentID, "message", apiErr.Message)
+				return &StopError{Code: apiErr.Code, Message: apiErr.Message}
+			}
+			r.log.Warn("another machine uses this agent's credential: enrolling this machine as a new agent", "agent_id", st.AgentID)
+			if err := newCloneMachineID(r.cfg.StateDir); err != nil {
+				return fmt.Errorf("machine id: %w", err)
+			}
+			if st, err = r.enroll(ctx); err != nil {
+				return err
+			}
+			continue
 		case errors.As(err, &apiErr) && apiErr.Code == "unknown_agent":
 			if r.cfg.EnrollmentToken == "" {
 				return &StopError{Code: apiErr.Code, Message: apiErr.Message}
@@ -309,7 +327,10 @@ func (r *runner) wait(st *State) time.Duration {
 // enroll enrolls this machine, retrying while the server is unreachable or busy, and
 // saves the identity.
 func (r *runner) enroll(ctx context.Context) (*State, error) {
-	machineID := r.cfg.MachineID
+	machineID := cloneMachineID(r.cfg.StateDir)
+	if machineID == "" {
+		machineID = r.cfg.MachineID
+	}
 	if machineID == "" {
 		var err error
 		if machineID, err = MachineID(r.cfg.StateDir); err != nil {

@@ -167,6 +167,28 @@ func MachineID(dir string) (string, error) {
 	return id, nil
 }
 
+// cloneMachineFile keeps the machine id a machine took when the server found it was a copy
+// of another (identity_conflict): it outranks /etc/machine-id and --machine-id, which the copy
+// shares with the original.
+const cloneMachineFile = "clone-machine-id"
+
+// cloneMachineID returns the machine id taken after an identity_conflict, or "".
+func cloneMachineID(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, cloneMachineFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// newCloneMachineID gives this machine a machine id of its own, kept in the state directory.
+func newCloneMachineID(dir string) error {
+	if err := ensureDir(dir); err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, cloneMachineFile), []byte(randomHex(16)+"\n"))
+}
+
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

@@ -3,9 +3,12 @@ package app_test
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/oneprotect/telemetry/internal/agent"
 	"github.com/oneprotect/telemetry/internal/app"
 	"github.com/oneprotect/telemetry/internal/clones"
 	"github.com/oneprotect/telemetry/internal/testenv"
@@ -339,6 +342,69 @@ func TestCloneClockBehind(t *testing.T) {
 					t.Fatal("two live machines, one with its clock behind, are not flagged")
 				}
 			})
+		}
+	})
+}
+
+// The agent on a copied disk: once the server refuses its machine (identity_conflict), it
+// enrolls as a new agent under a machine id of its own, leaving the original's identity be.
+func TestCloneAgentReenrollsAsNewMachine(t *testing.T) {
+	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
+		env := testenv.New(t, dsn, func(c *app.Config) { c.OnIdentityConflict = clones.Refuse })
+		ten := env.Tenant("CopyCo")
+		site := env.Site(ten, "HQ")
+		tok := env.EnrollmentToken(ten, site, nil, 5)
+		dirA := filepath.Join(t.TempDir(), "agent")
+		// Each machine's uptime runs with the server's clock, from its own boot.
+		inventory := func(up time.Duration, mac string) func() agent.Inventory {
+			boot := env.Clock.Now().Add(-up)
+			return func() agent.Inventory {
+				return agent.Inventory{UptimeSeconds: env.Clock.Now().Sub(boot).Seconds(), MACAddresses: []string{mac}}
+			}
+		}
+		cfgA := agent.Config{Server: env.Server.URL, EnrollmentToken: tok, StateDir: dirA, MachineID: "shared-machine",
+			Interval: 20 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Once: true,
+			Inventory: inventory(time.Hour, "02:00:00:00:05:01")}
+		run := func(cfg agent.Config) {
+			t.Helper()
+			env.Clock.Advance(20 * time.Second)
+			if err, beats := runAgent(t, cfg, 1); err != nil || len(beats) != 1 {
+				t.Fatalf("agent in %s: %v %v", cfg.StateDir, err, beats)
+			}
+		}
+		run(cfgA)
+		original, err := agent.LoadState(dirA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The disk is copied, state and configuration alike; the copy boots on its own.
+		dirB := filepath.Join(t.TempDir(), "copy")
+		if err := os.CopyFS(dirB, os.DirFS(dirA)); err != nil {
+			t.Fatal(err)
+		}
+		cfgB := cfgA
+		cfgB.StateDir, cfgB.Inventory = dirB, inventory(2*time.Hour, "02:00:00:00:05:02")
+		run(cfgB)
+		run(cfgA) // A, B, A: flagged; B is the newer machine
+		if c, _ := conflictOf(t, env, ten.AdminToken, original.AgentID); c == nil {
+			t.Fatal("the copied disk is not flagged")
+		}
+		run(cfgB) // refused, enrolls anew, and its heartbeat is accepted
+		copied, err := agent.LoadState(dirB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if copied.AgentID == original.AgentID || copied.MachineID == "shared-machine" || copied.MachineID == "" {
+			t.Fatalf("the copy kept agent %s, machine id %q", copied.AgentID, copied.MachineID)
+		}
+		run(cfgA)
+		run(cfgB)
+		d := env.MustGQL(ten.AdminToken, `query($a: ID!, $b: ID!) { a: agentIdentity(agentId: $a) { status machineId asset { id } }
+		  b: agentIdentity(agentId: $b) { status machineId asset { id } } }`, map[string]any{"a": original.AgentID, "b": copied.AgentID})
+		a, b := d["a"].(map[string]any), d["b"].(map[string]any)
+		if a["status"] != "ACTIVE" || b["status"] != "ACTIVE" || a["machineId"] != "shared-machine" || b["machineId"] != copied.MachineID ||
+			fmt.Sprint(a["asset"]) == fmt.Sprint(b["asset"]) {
+			t.Fatalf("after the copy enrolled: original %v, copy %v", a, b)
 		}
 	})
 }
