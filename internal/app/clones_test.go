@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -270,6 +271,11 @@ func TestCloneRebootIsNotAConflict(t *testing.T) {
 				}
 				if c, _ := conflictOf(t, env, f.Tenant.AdminToken, f.Agent.ID); c != nil {
 					t.Fatalf("a rebooted machine is flagged: %v", c)
+				}
+				var kept int
+				if err := env.App.Store.R.NewRaw(`SELECT COUNT(*) FROM identity_fingerprints AS f JOIN agent_identities AS i
+				  ON i.ref = f.agent_ref WHERE i.agent_id = ?`, f.Agent.ID).Scan(context.Background(), &kept); err != nil || kept > clones.MaxNormal {
+					t.Fatalf("%d fingerprints kept for one machine (at most %d): %v", kept, clones.MaxNormal, err)
 				}
 				if evs := conflictEvents(t, env, f.Tenant.AdminToken, f.Agent.ID, "agent.conflict"); len(evs) != 0 {
 					t.Fatalf("agent.conflict for a reboot: %v", evs)

@@ -160,6 +160,9 @@ func match(history []Fingerprint, boot int64, macs []string) int {
 // newID names a new fingerprint.
 func Decide(mode Mode, history []Fingerprint, flagged bool, s Sighting, lv *Liveness, newID func() string) Decision {
 	h := slices.Clone(history)
+	for i := range h { // what an earlier decision said to write is written
+		h[i].changed, h[i].isNew, h[i].evict = false, false, false
+	}
 	// The fast path's sightings, which the fingerprints have not seen: a machine that beats on
 	// the fast path is alive all the same.
 	if lv != nil {
