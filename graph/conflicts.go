@@ -1,9 +1,16 @@
 package graph
 
 import (
+	"github.com/vikstrous/dataloadgen"
+
+	"github.com/oneprotect/telemetry/graph/loaders"
 	"github.com/oneprotect/telemetry/graph/model"
 	"github.com/oneprotect/telemetry/internal/store"
 )
+
+func conflictLoader(l *loaders.Loaders) *dataloadgen.Loader[string, *store.Conflict] {
+	return l.Conflict
+}
 
 // identityConflict is the GraphQL view of a clone conflict.
 func identityConflict(c *store.Conflict) *model.IdentityConflict {

@@ -40,7 +40,7 @@ func (r *agentIdentityResolver) Asset(ctx context.Context, obj *domain.AgentIden
 
 // Conflict is the resolver for the conflict field.
 func (r *agentIdentityResolver) Conflict(ctx context.Context, obj *domain.AgentIdentity) (*model.IdentityConflict, error) {
-	c, err := r.Fleet.IdentityConflict(ctx, obj)
+	c, err := loaders.Load(ctx, conflictLoader, obj.AgentID)
 	if err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ type Loaders struct {
 	AgentIdentity *dataloadgen.Loader[string, *domain.AgentIdentity]
 	Asset         *dataloadgen.Loader[string, *domain.Asset]
 	Principal     *dataloadgen.Loader[string, *domain.Principal]
+	// Conflict is an identity's open clone conflict, by agent id.
+	Conflict *dataloadgen.Loader[string, *store.Conflict]
 }
 
 type key struct{}
@@ -73,6 +75,9 @@ func newLoaders(s *store.Store, tenantID string, onlineSince func() int64, fetch
 		Principal: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Principal, error) {
 			return s.PrincipalsByID(ctx, tenantID, ids)
 		}, func(v *domain.Principal) string { return v.ID }), opts...),
+		Conflict: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*store.Conflict, error) {
+			return s.ConflictsByAgentID(ctx, tenantID, ids)
+		}, func(v *store.Conflict) string { return v.AgentID }), opts...),
 	}
 }
 

@@ -97,10 +97,21 @@ func conflictOf(t *testing.T, env *testenv.Env, token, agentID string) (conflict
 
 func flaggedIdentities(t *testing.T, env *testenv.Env, token string) (ids []string, count float64) {
 	t.Helper()
-	d := env.MustGQL(token, `{ agentIdentities(filter: {conflict: true}) { totalCount edges { node { agentId } } }
+	d := env.MustGQL(token, `{ agentIdentities(filter: {conflict: true}) { totalCount edges { node { agentId conflict { fingerprints { id } } } } }
+	  others: agentIdentities(filter: {conflict: false}) { edges { node { agentId conflict { detectedAt } } } }
 	  fleetSummary { conflicts } }`, nil)
 	for _, e := range d["agentIdentities"].(map[string]any)["edges"].([]any) {
-		ids = append(ids, e.(map[string]any)["node"].(map[string]any)["agentId"].(string))
+		n := e.(map[string]any)["node"].(map[string]any)
+		if c, _ := n["conflict"].(map[string]any); c == nil || len(c["fingerprints"].([]any)) < 2 {
+			t.Fatalf("a listed identity shows the conflict %v", n["conflict"])
+		}
+		ids = append(ids, n["agentId"].(string))
+	}
+	others := d["others"].(map[string]any)["edges"].([]any)
+	for _, e := range others {
+		if n := e.(map[string]any)["node"].(map[string]any); n["conflict"] != nil {
+			t.Fatalf("conflict: false lists %v", n)
+		}
 	}
 	if n := d["agentIdentities"].(map[string]any)["totalCount"].(float64); n != float64(len(ids)) {
 		t.Fatalf("totalCount %v for %d edges", n, len(ids))
@@ -183,6 +194,14 @@ func TestCloneCopiedDisk(t *testing.T) {
 				}
 				if code := env.GQL(admin, resolve, map[string]any{"a": f.Agent.ID, "k": "0192f0c4-0000-7000-8000-000000000000"}).Code(); code != "INVALID_REQUEST" {
 					t.Fatalf("keep of no fingerprint: %s", code)
+				}
+				// Another tenant sees nothing of it and cannot resolve it.
+				foreign := env.Tenant("Foreign " + transport)
+				if code := env.GQL(foreign.AdminToken, resolve, map[string]any{"a": f.Agent.ID, "k": fa["id"]}).Code(); code != "NOT_FOUND" {
+					t.Fatalf("another tenant resolves: %s", code)
+				}
+				if ids, n := flaggedIdentities(t, env, foreign.AdminToken); len(ids) != 0 || n != 0 {
+					t.Fatalf("another tenant sees the conflict: %v %v", ids, n)
 				}
 				if code := env.GQL(admin, resolve, map[string]any{"a": healthy.ID, "k": fa["id"]}).Code(); code != "CONFLICT" {
 					t.Fatalf("resolving an identity without a conflict: %s", code)

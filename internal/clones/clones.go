@@ -62,7 +62,12 @@ const Tolerance = 30 * time.Second
 
 // MaxNormal is how many fingerprints outside a conflict an identity keeps: enough to see an
 // alternation, few enough that a machine rebooting for years costs a handful of rows.
-const MaxNormal = 4
+// MaxKept bounds the conflicting and the refused ones each, so that clones left unresolved
+// and rebooting for months do not make every heartbeat of theirs read more rows.
+const (
+	MaxNormal = 4
+	MaxKept   = 8
+)
 
 // Fingerprint is one remembered machine of an identity. Times are unix microseconds; Seen
 // times are the server's receipts, Sent times the agent's sent_at (the receipt without one).
@@ -239,17 +244,20 @@ func refused(mode Mode, flagged bool, h []Fingerprint, i int) bool {
 	return false
 }
 
-// evict marks the oldest fingerprints outside a conflict beyond MaxNormal for deletion.
+// evict marks for deletion the least recently seen fingerprints beyond MaxNormal outside a
+// conflict, and beyond MaxKept in a conflict and refused.
 func evict(h []Fingerprint) {
-	var normal []int
-	for i := range h {
-		if h[i].State == StateNormal {
-			normal = append(normal, i)
+	for st, keep := range map[State]int{StateNormal: MaxNormal, StateConflict: MaxKept, StateRefused: MaxKept} {
+		var of []int
+		for i := range h {
+			if h[i].State == st {
+				of = append(of, i)
+			}
 		}
-	}
-	slices.SortFunc(normal, func(a, b int) int { return compare(h[b].LastSeen, h[a].LastSeen) })
-	for _, i := range normal[min(len(normal), MaxNormal):] {
-		h[i].evict = true
+		slices.SortFunc(of, func(a, b int) int { return compare(h[b].LastSeen, h[a].LastSeen) })
+		for _, i := range of[min(len(of), keep):] {
+			h[i].evict = true
+		}
 	}
 }
 

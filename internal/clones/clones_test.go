@@ -52,6 +52,15 @@ func TestDecide(t *testing.T) {
 	if h, flagged, _ := run(t, Flag, boots...); flagged || len(h) > MaxNormal {
 		t.Errorf("20 reboots: flagged %v, %d fingerprints kept (at most %d)", flagged, len(h), MaxNormal)
 	}
+	// Two clones left unresolved, rebooting again and again: the history stays bounded.
+	boots = nil
+	for i := int64(0); i < 30; i++ {
+		a, b := 100000+i*1000, 500000+i*1000
+		boots = append(boots, a, b, a, b)
+	}
+	if h, flagged, _ := run(t, Flag, boots...); !flagged || len(h) > 12 { // MaxNormal + MaxKept
+		t.Errorf("rebooting clones: flagged %v, %d fingerprints kept", flagged, len(h))
+	}
 }
 
 func TestParseMode(t *testing.T) {

@@ -172,6 +172,7 @@ func formatMicros(us int64) string { return FromMicros(us).Format("2006-01-02T15
 
 // Conflict is an identity's open conflict.
 type Conflict struct {
+	AgentID      string
 	DetectedAt   int64
 	Fingerprints []clones.Fingerprint // oldest first
 }
@@ -195,9 +196,45 @@ type conflictRow struct {
 	DetectedAt    int64  `bun:"detected_at"`
 }
 
-// IdentityConflict returns the open conflict of the identity with this ref, or nil.
-func (s *Store) IdentityConflict(ctx context.Context, agentRef int64) (*Conflict, error) {
-	return s.identityConflict(ctx, s.R, agentRef)
+// ConflictsByAgentID loads the open conflicts of the tenant's identities among agentIDs (a
+// page's worth: two statements however many).
+func (s *Store) ConflictsByAgentID(ctx context.Context, tenantID string, agentIDs []string) ([]*Conflict, error) {
+	var open []struct {
+		AgentID    string `bun:"agent_id"`
+		AgentRef   int64  `bun:"agent_ref"`
+		DetectedAt int64  `bun:"detected_at"`
+	}
+	if err := s.R.NewSelect().TableExpr("identity_conflicts AS c").Join("JOIN agent_identities AS i ON i.ref = c.agent_ref").
+		ColumnExpr("i.agent_id, c.agent_ref, c.detected_at").Where("i.tenant_id = ? AND i.agent_id IN (?)", tenantID, bun.In(agentIDs)).
+		Scan(ctx, &open); err != nil || len(open) == 0 {
+		return nil, mapErr(err)
+	}
+	byRef := make(map[int64]*Conflict, len(open))
+	refs := make([]int64, 0, len(open))
+	out := make([]*Conflict, 0, len(open))
+	for _, o := range open {
+		c := &Conflict{AgentID: o.AgentID, DetectedAt: o.DetectedAt}
+		byRef[o.AgentRef], refs, out = c, append(refs, o.AgentRef), append(out, c)
+	}
+	var rows []fingerprintRow
+	if err := s.R.NewSelect().Model(&rows).Where("f.agent_ref IN (?) AND f.state = ?", bun.In(refs), string(clones.StateConflict)).
+		Order("f.first_seen_at", "f.id").Scan(ctx); err != nil {
+		return nil, mapErr(err)
+	}
+	for _, r := range rows {
+		f, err := r.fingerprint()
+		if err != nil {
+			return nil, err
+		}
+		byRef[r.AgentRef].Fingerprints = append(byRef[r.AgentRef].Fingerprints, f)
+	}
+	return out, nil
+}
+
+func (r *fingerprintRow) fingerprint() (clones.Fingerprint, error) {
+	f := clones.Fingerprint{ID: r.ID, MachineID: r.MachineID, BootTime: r.BootTime, FirstSeen: r.FirstSeenAt,
+		LastSeen: r.LastSeenAt, State: clones.State(r.State)}
+	return f, json.Unmarshal([]byte(r.MACAddresses), &f.MACs)
 }
 
 func (s *Store) identityConflict(ctx context.Context, db bun.IDB, agentRef int64) (*Conflict, error) {
@@ -216,9 +253,8 @@ func (s *Store) identityConflict(ctx context.Context, db bun.IDB, agentRef int64
 	}
 	out := &Conflict{DetectedAt: c.DetectedAt}
 	for _, r := range rows {
-		f := clones.Fingerprint{ID: r.ID, MachineID: r.MachineID, BootTime: r.BootTime, FirstSeen: r.FirstSeenAt,
-			LastSeen: r.LastSeenAt, State: clones.State(r.State)}
-		if err := json.Unmarshal([]byte(r.MACAddresses), &f.MACs); err != nil {
+		f, err := r.fingerprint()
+		if err != nil {
 			return nil, err
 		}
 		out.Fingerprints = append(out.Fingerprints, f)
