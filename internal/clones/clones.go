@@ -164,6 +164,9 @@ func match(history []Fingerprint, boot int64, macs []string) int {
 // is flagged, the policy and, when this identity holds the asset's liveness, what that shows.
 // newID names a new fingerprint.
 func Decide(mode Mode, history []Fingerprint, flagged bool, s Sighting, lv *Liveness, newID func() string) Decision {
+	// A sent_at ahead of the server's clock is the agent's clock running fast: taken as is, a
+	// far-future one would make every later heartbeat look like a late retry.
+	s.Sent = min(s.Sent, s.Received)
 	h := slices.Clone(history)
 	for i := range h { // what an earlier decision said to write is written
 		h[i].changed, h[i].isNew, h[i].evict = false, false, false

@@ -63,6 +63,28 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// A machine whose clock ran a year ahead for one heartbeat does not blind the check.
+func TestDecideClockAhead(t *testing.T) {
+	year := int64(365*24) * time.Hour.Microseconds()
+	sec := time.Second.Microseconds()
+	id := 0
+	next := func() string { id++; return fmt.Sprint(id) }
+	var h []Fingerprint
+	flagged := false
+	for i, b := range []int64{100, 5000, 100, 5000} {
+		at := int64(i+1) * 20 * sec
+		sent := at
+		if i == 0 {
+			sent += year
+		}
+		d := Decide(Flag, h, flagged, Sighting{BootTime: b * sec, Received: at, Sent: sent}, nil, next)
+		h, flagged = d.History, flagged || d.Detected
+	}
+	if !flagged {
+		t.Error("a clock a year ahead once hides the alternation")
+	}
+}
+
 func TestParseMode(t *testing.T) {
 	for s, want := range map[string]Mode{"flag": Flag, "refuse": Refuse} {
 		if m, err := ParseMode(s); err != nil || m != want || m.String() != s {
