@@ -24,28 +24,40 @@ LEFT JOIN asset_liveness AS l ON l.asset_ref = i.asset_ref AND l.agent_ref = i.r
 WHERE i.agent_id = ? AND i.tenant_id = ?`
 
 type readStatements struct {
-	mu       sync.Mutex
-	identity *sql.Stmt
+	mu              sync.Mutex
+	identity, token *sql.Stmt
 }
 
-func (s *Store) identityStmt(ctx context.Context) (*sql.Stmt, error) {
-	s.reads.mu.Lock()
-	defer s.reads.mu.Unlock()
-	if s.reads.identity != nil {
-		return s.reads.identity, nil
+// prepared returns *slot, preparing query on the reader pool the first time.
+func (r *readStatements) prepared(ctx context.Context, s *Store, slot **sql.Stmt, query string) (*sql.Stmt, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if *slot != nil {
+		return *slot, nil
 	}
 	// Prepared without the caller's context, which may be cancelled while others still need it.
-	st, err := s.R.DB.PrepareContext(context.WithoutCancel(ctx), s.Rebind(identityRead))
+	st, err := s.R.DB.PrepareContext(context.WithoutCancel(ctx), s.Rebind(query))
 	if err != nil {
 		return nil, err
 	}
-	s.reads.identity = st
+	*slot = st
 	return st, nil
+}
+
+func (r *readStatements) close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, st := range []**sql.Stmt{&r.identity, &r.token} {
+		if *st != nil {
+			(*st).Close()
+			*st = nil
+		}
+	}
 }
 
 // AgentIdentity returns one identity of the tenant, or ErrNotFound (also for another tenant's).
 func (s *Store) AgentIdentity(ctx context.Context, tenantID, agentID string) (*domain.AgentIdentity, error) {
-	st, err := s.identityStmt(ctx)
+	st, err := s.reads.prepared(ctx, s, &s.reads.identity, identityRead)
 	if err != nil {
 		return nil, mapErr(err)
 	}

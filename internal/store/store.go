@@ -183,9 +183,7 @@ func (s *Store) Close() error {
 		s.stopCheckpoint()
 		s.stopCheckpoint = nil
 	}
-	if s.reads.identity != nil {
-		s.reads.identity.Close()
-	}
+	s.reads.close()
 	err := s.W.Close()
 	if s.R != s.W {
 		err = errors.Join(err, s.R.Close())

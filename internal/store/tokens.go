@@ -150,33 +150,37 @@ func (s *Store) CredentialEpoch(ctx context.Context) (int64, error) {
 // this hash, and the stored hash for a constant-time comparison by the caller; no such
 // token is all nil.
 func (s *Store) TokenByHash(ctx context.Context, hash string, now time.Time) (*domain.Principal, *domain.APIToken, string, error) {
-	var row struct {
-		principalRow
-		TokID      string `bun:"tok_id"`
-		TokenHash  string `bun:"token_hash"`
-		Prefix     string `bun:"prefix"`
-		TokCreated int64  `bun:"tok_created_at"`
-		ExpiresAt  *int64 `bun:"expires_at"`
-		LastUsedAt *int64 `bun:"last_used_at"`
+	st, err := s.reads.prepared(ctx, s, &s.reads.token, tokenRead)
+	if err != nil {
+		return nil, nil, "", mapErr(err)
 	}
-	err := s.R.NewRaw(`SELECT p.*, t.id AS tok_id, t.token_hash, t.prefix, t.created_at AS tok_created_at,
-		t.expires_at, t.last_used_at FROM api_tokens t
-		JOIN principals p ON p.id = t.principal_id AND p.tenant_id = t.tenant_id
-		WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)`,
-		hash, Micros(now)).Scan(ctx, &row)
-	if errors.Is(mapErr(err), ErrNotFound) {
+	var row principalRow
+	var tokID, tokenHash, prefix string
+	var tokCreated int64
+	var expiresAt, lastUsedAt *int64
+	err = st.QueryRowContext(ctx, hash, Micros(now)).Scan(&row.ID, &row.TenantID, &row.Kind, &row.Role, &row.Name,
+		&row.ActorKind, &row.ActorID, &row.CreatedAt, &tokID, &tokenHash, &prefix, &tokCreated, &expiresAt, &lastUsedAt)
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil, "", nil
 	}
 	if err != nil {
 		return nil, nil, "", mapErr(err)
 	}
-	p := row.principalRow.toDomain()
-	p.ExpiresAt = optTime(row.ExpiresAt)
-	p.TokenID, p.TokenHash, p.TokenIssuedAt = row.TokID, row.TokenHash, FromMicros(row.TokCreated)
-	tok := &domain.APIToken{ID: row.TokID, TenantID: p.TenantID, PrincipalID: p.ID, Prefix: row.Prefix,
-		CreatedAt: FromMicros(row.TokCreated), ExpiresAt: p.ExpiresAt, LastUsedAt: optTime(row.LastUsedAt)}
-	return p, tok, row.TokenHash, nil
+	p := row.toDomain()
+	p.ExpiresAt = optTime(expiresAt)
+	p.TokenID, p.TokenHash, p.TokenIssuedAt = tokID, tokenHash, FromMicros(tokCreated)
+	tok := &domain.APIToken{ID: tokID, TenantID: p.TenantID, PrincipalID: p.ID, Prefix: prefix,
+		CreatedAt: FromMicros(tokCreated), ExpiresAt: p.ExpiresAt, LastUsedAt: optTime(lastUsedAt)}
+	return p, tok, tokenHash, nil
 }
+
+// tokenRead is on every request whose token is not cached (at fleet scale, an agent's first
+// heartbeat after a start): a statement prepared once, not a query built per call.
+const tokenRead = `SELECT p.id, p.tenant_id, p.kind, p.role, p.name, p.actor_kind, p.actor_id, p.created_at,
+  t.id, t.token_hash, t.prefix, t.created_at, t.expires_at, t.last_used_at
+FROM api_tokens AS t
+JOIN principals AS p ON p.id = t.principal_id AND p.tenant_id = t.tenant_id
+WHERE t.token_hash = ? AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)`
 
 // TouchAPIToken records that a token was used at now, unless it was recorded less than
 // every ago (last_used_at is coarse on purpose: no write per request).
