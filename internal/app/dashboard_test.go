@@ -24,7 +24,15 @@ import (
 type stmtCounter struct{ n atomic.Int64 }
 
 func (c *stmtCounter) BeforeQuery(ctx context.Context, _ *bun.QueryEvent) context.Context { return ctx }
-func (c *stmtCounter) AfterQuery(context.Context, *bun.QueryEvent)                        { c.n.Add(1) }
+
+// AfterQuery counts a statement, except the credential epoch's read: the token cache reads it
+// at most twice a second whatever the request, so whether one falls inside a measure depends on
+// the clock, not on the query measured.
+func (c *stmtCounter) AfterQuery(_ context.Context, e *bun.QueryEvent) {
+	if !strings.Contains(e.Query, "credential_epoch") {
+		c.n.Add(1)
+	}
+}
 
 // countingEnv starts the service with a statement counter installed before any request.
 func countingEnv(t testing.TB, dsn string) (*testenv.Env, *stmtCounter) {

@@ -34,7 +34,8 @@ func (s *Store) startCheckpointer(ctx context.Context) error {
 			case <-t.C:
 				// A failure (the database busy with another process's checkpoint) is retried on
 				// the next tick; nothing depends on one round.
-				_, _ = s.R.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)")
+				// (On the plain pool: a background job, not a statement of any request.)
+				_, _ = s.R.DB.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)")
 			}
 		}
 	}()
