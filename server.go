@@ -24,6 +24,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -189,6 +190,7 @@ func (b *byteSize) Set(s string) error {
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	tuneGC()
 	def := app.Defaults()
 	fs := newFlags("serve")
 	db := dbFlag(fs)
@@ -337,6 +339,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // servePprof exposes the Go profiler on its own listener, never on the service's address.
+// tuneGC runs the collector half as often as Go's default unless GOGC says otherwise. At fleet
+// scale the server keeps every agent's token and identity cached (about 1.7 GiB of live heap
+// for a million agents), and each collection scans all of it: with the default, marking was
+// 22% of the server's CPU under a million-agent load. The price is memory: the heap may grow to
+// three times the live data instead of two.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200)
+	}
+}
+
 func servePprof(ln net.Listener, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
