@@ -7,6 +7,8 @@
 //   - graphiql 3.8.3 UMD build (bundles @graphiql/react, @graphiql/toolkit,
 //     graphql-js and graphql-ws), re-minified with esbuild
 //   - react 18.3.1 and react-dom 18.3.1 UMD production builds
+//   - graphql-ws 5.16.2 UMD build: the playground's own subscription client, so that a
+//     refused connection is reported at once instead of retried
 //
 // Page-specific code lives in assets/playground.js and assets/playground.css,
 // so the page runs under a strict Content-Security-Policy without inline
@@ -46,6 +48,7 @@ const (
 	graphiqlCSS   = "graphiql-3.8.3.min.css"
 	reactJS       = "react-18.3.1.production.min.js"
 	reactDOMJS    = "react-dom-18.3.1.production.min.js"
+	graphqlWSJS   = "graphql-ws-5.16.2.min.js"
 	playgroundJS  = "playground.js"
 	playgroundCSS = "playground.css"
 )
@@ -107,6 +110,7 @@ func init() {
 		graphiqlCSS:   mustAsset(graphiqlCSS, contentTypeCSS, cacheImmutable),
 		reactJS:       mustAsset(reactJS, contentTypeJS, cacheImmutable),
 		reactDOMJS:    mustAsset(reactDOMJS, contentTypeJS, cacheImmutable),
+		graphqlWSJS:   mustAsset(graphqlWSJS, contentTypeJS, cacheImmutable),
 		playgroundJS:  mustAsset(playgroundJS, contentTypeJS, cacheRevalidate),
 		playgroundCSS: mustAsset(playgroundCSS, contentTypeCSS, cacheRevalidate),
 	}
@@ -179,6 +183,7 @@ func Handler(title, mountPath, endpoint string) http.Handler {
 		Title, Assets, Endpoint                 string
 		GraphiQLJS, GraphiQLCSS, ReactJS        string
 		ReactDOMJS, PlaygroundJS, PlaygroundCSS string
+		GraphQLWSJS                             string
 	}{
 		Title:         title,
 		Assets:        mount + "/assets",
@@ -187,6 +192,7 @@ func Handler(title, mountPath, endpoint string) http.Handler {
 		GraphiQLCSS:   graphiqlCSS,
 		ReactJS:       reactJS,
 		ReactDOMJS:    reactDOMJS,
+		GraphQLWSJS:   graphqlWSJS,
 		PlaygroundJS:  playgroundJS,
 		PlaygroundCSS: playgroundCSS,
 	})

@@ -67,7 +67,7 @@ func TestPage(t *testing.T) {
 		}
 
 		body := rec.Body.String()
-		for _, name := range []string{graphiqlJS, graphiqlCSS, reactJS, reactDOMJS, playgroundJS, playgroundCSS} {
+		for _, name := range []string{graphiqlJS, graphiqlCSS, reactJS, reactDOMJS, graphqlWSJS, playgroundJS, playgroundCSS} {
 			if !strings.Contains(body, `"/playground/assets/`+name+`"`) {
 				t.Errorf("page does not reference asset %s", name)
 			}
@@ -132,7 +132,7 @@ func TestAssets(t *testing.T) {
 			t.Errorf("GET %s: encoded without Accept-Encoding", ref)
 		}
 		cc := rec.Header().Get("Cache-Control")
-		versioned := strings.Contains(ref, "-3.8.3.") || strings.Contains(ref, "-18.3.1.")
+		versioned := strings.Contains(ref, "-3.8.3.") || strings.Contains(ref, "-18.3.1.") || strings.Contains(ref, "-5.16.2.")
 		if versioned && !strings.Contains(cc, "immutable") {
 			t.Errorf("GET %s: Cache-Control %q, want immutable", ref, cc)
 		}
@@ -181,8 +181,8 @@ func TestAssets(t *testing.T) {
 			t.Errorf("HEAD %s: status %d, %d body bytes", ref, hd.Code, hd.Body.Len())
 		}
 	}
-	if seen != 6 {
-		t.Errorf("page references %d assets, want 6", seen)
+	if seen != 7 {
+		t.Errorf("page references %d assets, want 7", seen)
 	}
 }
 
@@ -283,7 +283,10 @@ func TestBootstrapConfig(t *testing.T) {
 	for _, want := range []string{
 		`"Authorization": "Bearer <paste token here>"`,
 		"createFetcher(",
-		"subscriptionUrl:",
+		"graphqlWs.createClient(",
+		"retryAttempts:",
+		"shouldRetry:",
+		"4403:",
 		"'wss:' : 'ws:'",
 		"defaultEditorToolsVisibility: 'headers'",
 		"shouldPersistHeaders: false",
