@@ -63,8 +63,14 @@ type EnrollmentTokenConnection struct {
 }
 
 // page trims the extra row a store listing fetched, builds the edges with signed cursors,
-// and says whether there is a next page.
-func page[T any, E any](rows []T, limit int, key func(T) string, cursor func(string) string, edge func(string, T) E) ([]E, *PageInfo) {
+// and says whether there is a next page. after is the key the page started after ("" for the
+// first page).
+//
+// A page without edges (first: 0, or nothing left) ends where it started, so its endCursor
+// is the cursor it was asked for: null from the start, else the same position (signed
+// afresh). Following hasNextPage with endCursor therefore always continues where the page
+// began, and first: 0 answers "is there anything from here on?" without skipping a row.
+func page[T any, E any](rows []T, limit int, after string, key func(T) string, cursor func(string) string, edge func(string, T) E) ([]E, *PageInfo) {
 	info := &PageInfo{}
 	if len(rows) > limit {
 		rows, info.HasNextPage = rows[:limit], true
@@ -76,6 +82,10 @@ func page[T any, E any](rows []T, limit int, key func(T) string, cursor func(str
 		if i == len(rows)-1 {
 			info.EndCursor = &c
 		}
+	}
+	if len(rows) == 0 && after != "" {
+		c := cursor(after)
+		info.EndCursor = &c
 	}
 	return edges, info
 }

@@ -129,7 +129,7 @@ func (s *Service) Assets(ctx context.Context, first *int, after *string, f store
 	if err != nil {
 		return nil, err
 	}
-	edges, info := page(rows, n, func(a *domain.Asset) string { return a.ID },
+	edges, info := page(rows, n, key, func(a *domain.Asset) string { return a.ID },
 		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
 		func(c string, a *domain.Asset) AssetEdge { return AssetEdge{Cursor: c, Node: a} })
 	return &AssetConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
@@ -183,7 +183,7 @@ func (s *Service) AgentIdentities(ctx context.Context, first *int, after *string
 	if err != nil {
 		return nil, err
 	}
-	edges, info := page(rows, n, func(a *domain.AgentIdentity) string { return a.AgentID },
+	edges, info := page(rows, n, key, func(a *domain.AgentIdentity) string { return a.AgentID },
 		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
 		func(c string, a *domain.AgentIdentity) AgentIdentityEdge {
 			return AgentIdentityEdge{Cursor: c, Node: a}
@@ -216,7 +216,7 @@ func (s *Service) Events(ctx context.Context, first *int, after *string, f store
 	if err != nil {
 		return nil, err
 	}
-	edges, info := page(rows, n, func(e *domain.Event) string { return e.ID },
+	edges, info := page(rows, n, key, func(e *domain.Event) string { return e.ID },
 		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
 		func(c string, e *domain.Event) EventEdge { return EventEdge{Cursor: c, Node: e} })
 	return &EventConnection{Edges: edges, connection: connection{PageInfo: info, count: func(ctx context.Context) (int, error) {
@@ -243,7 +243,7 @@ func (s *Service) EnrollmentTokens(ctx context.Context, first *int, after *strin
 	if err != nil {
 		return nil, err
 	}
-	edges, info := page(rows, n, func(t *domain.EnrollmentToken) string { return t.ID },
+	edges, info := page(rows, n, key, func(t *domain.EnrollmentToken) string { return t.ID },
 		func(k string) string { return s.Cursors.Encode(p.TenantID, query, k) },
 		func(c string, t *domain.EnrollmentToken) EnrollmentTokenEdge {
 			return EnrollmentTokenEdge{Cursor: c, Node: t}
