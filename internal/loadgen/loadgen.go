@@ -67,7 +67,8 @@ type Summary struct {
 	Accepted             uint64            `json:"accepted"`
 	Errors               uint64            `json:"errors"`
 	RequestsPerSecond    float64           `json:"requests_per_second"`
-	Latency              Latency           `json:"latency_ms"`
+	Latency              Latency           `json:"latency_ms"`                // every answer but 503s
+	ShedLatency          *Latency          `json:"shed_latency_ms,omitempty"` // the 503s of load shedding
 	StatusCounts         map[string]uint64 `json:"status_counts"`
 	GraphQLErrorCodes    map[string]uint64 `json:"graphql_error_codes,omitempty"`
 }
@@ -351,7 +352,8 @@ func sampleInventory(i int) agent.Inventory {
 // workerStats are one worker's counters, merged at the end (no sharing on the hot path
 // but the two progress counters).
 type workerStats struct {
-	hist     histogram
+	hist     histogram // every answer but load shedding's
+	shed     histogram // 503 answers: the server shedding load
 	status   map[int]uint64
 	gqlCodes map[string]uint64
 	accepted uint64
@@ -438,7 +440,7 @@ func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
 					req = append(req, body...)
 					began := time.Now()
 					status, err := raw.do(req, &respBuf)
-					ws.hist.record(time.Since(began))
+					ws.latency(status, time.Since(began))
 					if err != nil {
 						status = 0
 						if agent.Sleep(ctx, 10*time.Millisecond) != nil { // the server is gone: do not spin
@@ -462,9 +464,10 @@ func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
 	close(stopProgress)
 	<-progressDone
 
-	var all histogram
+	var all, shed histogram
 	for _, ws := range stats {
 		all.merge(&ws.hist)
+		shed.merge(&ws.shed)
 		sum.Accepted += ws.accepted
 		for code, n := range ws.status {
 			key := strconv.Itoa(code)
@@ -485,6 +488,10 @@ func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
 	}
 	sum.Latency = Latency{P50: all.quantile(0.50), P95: all.quantile(0.95), P99: all.quantile(0.99),
 		Max: float64(all.max) / 1000, Mean: all.meanMillis()}
+	if shed.total > 0 {
+		sum.ShedLatency = &Latency{P50: shed.quantile(0.50), P95: shed.quantile(0.95), P99: shed.quantile(0.99),
+			Max: float64(shed.max) / 1000, Mean: shed.meanMillis()}
+	}
 }
 
 // send posts one heartbeat and records it; ok is false for anything but an accepted one.
@@ -505,7 +512,7 @@ func send(ctx context.Context, cfg Config, t *target, body []byte, ws *workerSta
 	buf.Reset()
 	_, err = buf.ReadFrom(resp.Body)
 	resp.Body.Close()
-	ws.hist.record(time.Since(began))
+	ws.latency(resp.StatusCode, time.Since(began))
 	status := resp.StatusCode
 	if err != nil {
 		status = 0
@@ -515,6 +522,16 @@ func send(ctx context.Context, cfg Config, t *target, body []byte, ws *workerSta
 
 // record counts one answer (status 0: a transport failure); it reports whether the
 // heartbeat was accepted.
+// latency records how long one answer took, apart for 503s (refusals under load shedding,
+// which should be fast) and everything else.
+func (ws *workerStats) latency(status int, d time.Duration) {
+	if status == http.StatusServiceUnavailable {
+		ws.shed.record(d)
+		return
+	}
+	ws.hist.record(d)
+}
+
 func (ws *workerStats) record(cfg Config, status int, body []byte) bool {
 	ws.status[status]++
 	if status != http.StatusOK {
@@ -574,6 +591,9 @@ func (s *Summary) Format() string {
 	fmt.Fprintf(&b, "throughput:   %.0f req/s\n", s.RequestsPerSecond)
 	fmt.Fprintf(&b, "latency:      p50 %.2fms  p95 %.2fms  p99 %.2fms  max %.2fms  mean %.2fms\n",
 		s.Latency.P50, s.Latency.P95, s.Latency.P99, s.Latency.Max, s.Latency.Mean)
+	if l := s.ShedLatency; l != nil {
+		fmt.Fprintf(&b, "503 answers:  p50 %.2fms  p99 %.2fms  max %.2fms\n", l.P50, l.P99, l.Max)
+	}
 	fmt.Fprintf(&b, "status codes: %s\n", formatCounts(s.StatusCounts))
 	if len(s.GraphQLErrorCodes) > 0 {
 		fmt.Fprintf(&b, "graphql errors: %s\n", formatCounts(s.GraphQLErrorCodes))
