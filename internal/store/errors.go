@@ -49,6 +49,13 @@ func mapErr(err error) error {
 	return err
 }
 
+// isDeadlock: PostgreSQL chose this transaction as a deadlock's victim (40P01) or could not
+// serialize it (40001); it was rolled back and may simply run again.
+func isDeadlock(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {

@@ -109,6 +109,18 @@ type backend struct{ s *Store }
 // Run runs a batch: on PostgreSQL as one pipelined round trip when every job is a single
 // statement, else in one transaction.
 func (b backend) Run(ctx context.Context, jobs []*engine.Job) error {
+	// A batch that loses a deadlock wrote nothing; run alone, a job tries again a few times
+	// rather than answer the caller with a lock order it cannot choose.
+	for attempt := 0; ; attempt++ {
+		err := b.run(ctx, jobs)
+		if len(jobs) == 1 && attempt < 3 && isDeadlock(err) {
+			continue
+		}
+		return err
+	}
+}
+
+func (b backend) run(ctx context.Context, jobs []*engine.Job) error {
 	writes := make([]*writeJob, len(jobs))
 	pipelined := b.s.Dialect == Postgres
 	for i, j := range jobs {

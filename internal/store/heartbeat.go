@@ -71,6 +71,7 @@ type heartbeatStatements struct {
 	insertLiveness, updateLiveness, freezeIdentity, activate, refreshIdentity, insertEvent string
 	// Retention.
 	pruneScan, pruneRange string
+	lockLiveness          string
 }
 
 const (
@@ -128,8 +129,9 @@ SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM log), (SELECT count(*) F
   WHERE agent_id = ? AND tenant_id = ?`),
 		insertEvent: rebind(`INSERT INTO events (id, tenant_id, type, asset_id, agent_id, actor_id, occurred_at, payload)
   VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-		pruneScan:  rebind(`SELECT seq, received_at FROM heartbeats WHERE seq > ? ORDER BY seq LIMIT ?`),
-		pruneRange: rebind(`DELETE FROM heartbeats WHERE seq > ? AND seq <= ? AND received_at < ?`),
+		pruneScan:    rebind(`SELECT seq, received_at FROM heartbeats WHERE seq > ? ORDER BY seq LIMIT ?`),
+		lockLiveness: rebind(`SELECT asset_ref FROM asset_liveness WHERE asset_ref = ?` + lock),
+		pruneRange:   rebind(`DELETE FROM heartbeats WHERE seq > ? AND seq <= ? AND received_at < ?`),
 	}
 	return h
 }
@@ -140,7 +142,7 @@ func (h *heartbeatStatements) all(d Dialect) []string {
 		h.insertLiveness, h.updateLiveness, h.freezeIdentity, h.activate, h.refreshIdentity, h.insertEvent,
 		h.pruneScan, h.pruneRange}
 	if d == Postgres {
-		return append(out, h.pgFast)
+		return append(out, h.pgFast, h.lockLiveness)
 	}
 	return append(out, h.fastLiveness, h.insertLog)
 }
@@ -229,6 +231,15 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 		}
 	}
 
+	// One lock order on PostgreSQL: the asset's liveness row, then the identity. The fast path
+	// locks the liveness row alone, and a batch may hold a fast job and a slow one of the same
+	// asset, so taking the identity first here would deadlock with it.
+	if s.Dialect == Postgres {
+		var ref int64
+		if err := tx.QueryRowContext(ctx, st.lockLiveness, id.AssetRef).Scan(&ref); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return HeartbeatOutcome{}, err
+		}
+	}
 	// The identity's status outranks idempotency (the order of checks), and the caller's view
 	// of it may come from a cache: ask the database, locking the row on PostgreSQL so that a
 	// revocation waits for this heartbeat or this heartbeat sees it.

@@ -201,8 +201,16 @@ func (s *Store) Ping(ctx context.Context) error {
 }
 
 // InTx runs fn in a write transaction, committed when fn returns nil.
+// On PostgreSQL a transaction that loses a deadlock is rolled back and run again (a few times):
+// it wrote nothing, and the caller should not see a lock order it cannot choose.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
-	return mapErr(s.W.RunInTx(ctx, nil, fn))
+	for attempt := 0; ; attempt++ {
+		err := s.W.RunInTx(ctx, nil, fn)
+		if attempt < 3 && isDeadlock(err) {
+			continue
+		}
+		return mapErr(err)
+	}
 }
 
 // Micros converts a time to the stored unit (unix microseconds); FromMicros converts back.
