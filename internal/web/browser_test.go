@@ -1,130 +1,19 @@
 package web_test
 
 import (
-	"context"
 	"fmt"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/oneprotect/telemetry/internal/browsertest"
 	"github.com/oneprotect/telemetry/internal/testenv"
 )
-
-// chromium finds a headless-capable Chromium. Locally a missing browser skips the test with
-// a clear message; under CI (CI set, as .ci/run does) it fails, since CI installs it.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("no chromium on PATH: .ci/run installs it (apt-get install -y chromium)")
-	}
-	t.Skip("browser test skipped: no chromium on PATH (Debian: apt-get install -y chromium)")
-	return ""
-}
-
-// browser starts a headless Chromium for the test, with the network cut. Every request the
-// page makes is checked too:
-// one that leaves the test server (a CDN, a font service) fails the test, as does any
-// JavaScript exception (a CSP violation shows up as one too).
-func browser(t *testing.T, base string) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox, // CI runs as root
-		chromedp.WindowSize(1280, 900),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "profile")),
-		// The network is cut for everything but the test server: no name resolves, and any
-		// request that is not to the loopback goes to a proxy that is not there.
-		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"),
-		chromedp.ProxyServer("http://127.0.0.1:9"),
-	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelCtx := chromedp.NewContext(actx)
-	// A guard against a hung browser, not a timing assertion.
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(func() { cancelTimeout(); cancelCtx(); cancelAlloc() })
-
-	host := mustHost(t, base)
-	var mu sync.Mutex
-	var problems []string
-	err := chromedp.Listen(ctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch e := ev.(type) {
-		case *network.EventRequestWillBeSent:
-			if u, err := url.Parse(e.Request.URL); err == nil && u.Scheme != "data" && u.Host != host && u.Host != probeHost {
-				problems = append(problems, "request off the machine: "+e.Request.URL)
-			}
-		case *runtime.EventExceptionThrown:
-			d := e.ExceptionDetails
-			desc := d.Text
-			if d.Exception != nil {
-				desc += " " + d.Exception.Description
-			}
-			problems = append(problems, fmt.Sprintf("javascript exception at %s:%d: %s", d.URL, d.LineNumber+1, desc))
-		}
-	})
-	if err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range problems {
-			t.Error(p)
-		}
-	})
-	if err := chromedp.Do(ctx); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-// probeHost is fetched on purpose, to show that the network is cut.
-const probeHost = "example.com"
-
-func mustHost(t *testing.T, base string) string {
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u.Host
-}
-
-// waitText evaluates js until its result satisfies ok, then returns it.
-func waitText(t *testing.T, ctx context.Context, what, js string, ok func(string) bool) string {
-	t.Helper()
-	var last string
-	for {
-		var err error
-		if last, err = chromedp.Run(ctx, chromedp.Evaluate[string](js)); err != nil {
-			t.Fatalf("%s: %v (last %q)", what, err, last)
-		}
-		if ok(last) {
-			return last
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s: still %q", what, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
 
 func TestFleetViewInABrowser(t *testing.T) {
 	testenv.ForEachDB(t, func(t *testing.T, dsn string) {
@@ -158,17 +47,9 @@ func TestFleetViewInABrowser(t *testing.T) {
 		env.Enroll(tokHQ, "never-beat", "") // enrolled, no asset yet
 		beat(otherAgent, "first", "other-tenant-host", "Debian GNU/Linux")
 
-		ctx := browser(t, env.Server.URL)
+		ctx := browsertest.Start(t, env.Server.URL)
 
-		t.Run("the network is cut", func(t *testing.T) {
-			// On about:blank, before any page of ours: no Content-Security-Policy blocks the request,
-			// only the cut network does.
-			got, err := chromedp.Run(ctx, chromedp.Evaluate[string](
-				`fetch('http://`+probeHost+`/', {mode: 'no-cors'}).then(() => 'reached', () => 'blocked')`, chromedp.EvalAwaitPromise))
-			if err != nil || got != "blocked" {
-				t.Fatalf("a request to %s: %q %v", probeHost, got, err)
-			}
-		})
+		t.Run("the network is cut", func(t *testing.T) { browsertest.NetworkIsCut(t, ctx) })
 
 		t.Run("a bad token shows a readable error", func(t *testing.T) {
 			if err := chromedp.Do(ctx,
@@ -179,7 +60,7 @@ func TestFleetViewInABrowser(t *testing.T) {
 			); err != nil {
 				t.Fatal(err)
 			}
-			msg := waitText(t, ctx, "error box", `document.getElementById('error').hidden ? '' : document.getElementById('error').textContent`,
+			msg := browsertest.WaitText(t, ctx, "error box", `document.getElementById('error').hidden ? '' : document.getElementById('error').textContent`,
 				func(s string) bool { return s != "" })
 			if !strings.Contains(msg, "token was refused") || strings.Contains(msg, "at ") && strings.Contains(msg, ".js:") {
 				t.Fatalf("error shown: %q", msg)
@@ -208,9 +89,9 @@ func TestFleetViewInABrowser(t *testing.T) {
 				t.Fatal(err)
 			}
 			tiles := fmt.Sprintf("%v/%v/%v", summary["totalAssets"], summary["online"], summary["offline"])
-			waitText(t, ctx, "tiles", `['tile-total','tile-online','tile-offline'].map(id => document.getElementById(id).textContent).join('/')`,
+			browsertest.WaitText(t, ctx, "tiles", `['tile-total','tile-online','tile-offline'].map(id => document.getElementById(id).textContent).join('/')`,
 				func(s string) bool { return s == tiles })
-			got := waitText(t, ctx, "table", `[...document.querySelectorAll('#rows tr')].map(r => r.dataset.hostname).sort().join(',')`,
+			got := browsertest.WaitText(t, ctx, "table", `[...document.querySelectorAll('#rows tr')].map(r => r.dataset.hostname).sort().join(',')`,
 				func(s string) bool { return s != "" })
 			if got != strings.Join(want, ",") {
 				t.Fatalf("table shows %s, GraphQL lists %s", got, strings.Join(want, ","))
@@ -221,7 +102,7 @@ func TestFleetViewInABrowser(t *testing.T) {
 		})
 
 		t.Run("a heartbeat appears live", func(t *testing.T) {
-			waitText(t, ctx, "live indicator", `document.getElementById('live').dataset.state`, func(s string) bool { return s == "on" })
+			browsertest.WaitText(t, ctx, "live indicator", `document.getElementById('live').dataset.state`, func(s string) bool { return s == "on" })
 			a := agents[0]
 			sel := fmt.Sprintf(`(document.querySelector('#rows tr[data-asset-id=%q]') || {dataset: {}}).dataset.hostname || ''`, a.AssetID)
 			// The subscription is registered a moment after the page says "live"; a heartbeat
@@ -261,13 +142,13 @@ func TestFleetViewInABrowser(t *testing.T) {
 			if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.getElementById('site').dispatchEvent(new Event('change'))`)); err != nil {
 				t.Fatal(err)
 			}
-			waitText(t, ctx, "branch rows", `[...document.querySelectorAll('#rows tr')].map(r => r.dataset.hostname).join(',')`,
+			browsertest.WaitText(t, ctx, "branch rows", `[...document.querySelectorAll('#rows tr')].map(r => r.dataset.hostname).join(',')`,
 				func(s string) bool { return s == "branch-01" })
-			waitText(t, ctx, "branch tiles", `document.getElementById('tile-total').textContent`, func(s string) bool { return s == "1" })
+			browsertest.WaitText(t, ctx, "branch tiles", `document.getElementById('tile-total').textContent`, func(s string) bool { return s == "1" })
 			if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#rows tr`))); err != nil {
 				t.Fatal(err)
 			}
-			waitText(t, ctx, "details", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
+			browsertest.WaitText(t, ctx, "details", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
 				func(s string) bool {
 					return strings.Contains(s, "asset.discovered") && strings.Contains(s, "agent.enrolled")
 				})
@@ -284,7 +165,7 @@ func TestFleetViewInABrowser(t *testing.T) {
 			if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row)), chromedp.Click(chromedp.CSS(row))); err != nil {
 				t.Fatal(err)
 			}
-			waitText(t, ctx, "inventory change", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
+			browsertest.WaitText(t, ctx, "inventory change", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
 				func(s string) bool { return strings.Contains(s, "hostname: web-01 → web-01-renamed") })
 		})
 
@@ -300,21 +181,10 @@ func TestFleetViewInABrowser(t *testing.T) {
 				t.Fatal("the page is wider than a 420 px screen")
 			}
 			if dir := os.Getenv("ONEPROTECT_SCREENSHOTS"); dir != "" {
-				shoot(t, ctx, filepath.Join(dir, "fleet-view-420.png"))
+				browsertest.Shoot(t, ctx, filepath.Join(dir, "fleet-view-420.png"))
 				_ = chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900))
-				shoot(t, ctx, filepath.Join(dir, "fleet-view.png"))
+				browsertest.Shoot(t, ctx, filepath.Join(dir, "fleet-view.png"))
 			}
 		})
 	})
-}
-
-// shoot saves a screenshot of the page (ONEPROTECT_SCREENSHOTS=dir, for the README).
-func shoot(t *testing.T, ctx context.Context, path string) {
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
