@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -145,10 +146,7 @@ func TestFleetViewInABrowser(t *testing.T) {
 			browsertest.WaitText(t, ctx, "branch rows", `[...document.querySelectorAll('#rows tr')].map(r => r.dataset.hostname).join(',')`,
 				func(s string) bool { return s == "branch-01" })
 			browsertest.WaitText(t, ctx, "branch tiles", `document.getElementById('tile-total').textContent`, func(s string) bool { return s == "1" })
-			if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#rows tr`))); err != nil {
-				t.Fatal(err)
-			}
-			browsertest.WaitText(t, ctx, "details", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
+			browsertest.WaitText(t, ctx, "details", openDetails(`#rows tr`),
 				func(s string) bool {
 					return strings.Contains(s, "asset.discovered") && strings.Contains(s, "agent.enrolled")
 				})
@@ -162,10 +160,7 @@ func TestFleetViewInABrowser(t *testing.T) {
 				t.Fatal(err)
 			}
 			row := fmt.Sprintf(`#rows tr[data-asset-id=%q]`, agents[0].AssetID)
-			if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(row)), chromedp.Click(chromedp.CSS(row))); err != nil {
-				t.Fatal(err)
-			}
-			browsertest.WaitText(t, ctx, "inventory change", `document.getElementById('details').hidden ? '' : document.getElementById('d-events').textContent`,
+			browsertest.WaitText(t, ctx, "inventory change", openDetails(row),
 				func(s string) bool { return strings.Contains(s, "hostname: web-01 → web-01-renamed") })
 		})
 
@@ -187,4 +182,21 @@ func TestFleetViewInABrowser(t *testing.T) {
 			}
 		})
 	})
+}
+
+// openDetails is a script that clicks the row matching selector until the details pane shows
+// that row's asset, then returns the pane's events. Clicking from the page, again on each poll,
+// survives the table being drawn anew (a live update re-reads it) between finding the row and
+// clicking it.
+func openDetails(selector string) string {
+	return `(() => {
+  const row = document.querySelector(` + strconv.Quote(selector) + `);
+  const shown = row && !document.getElementById('details').hidden &&
+    document.getElementById('d-fields').textContent.includes(row.dataset.assetId);
+  if (!shown) {
+    if (row) row.click();
+    return '';
+  }
+  return document.getElementById('d-events').textContent;
+})()`
 }
