@@ -9,6 +9,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/ids"
 )
 
 type eventRow struct {
@@ -50,7 +51,7 @@ type EventFilter struct {
 
 // Events live in two places: lifecycle, discovery and inventory-change events in the events
 // table, and the asset.telemetry.received events as the heartbeat log. A listing reads both
-// in the same order (heartbeatEventID makes the log's ids sort with the others by time) and
+// in the same order (ids.ForLog makes the log's ids sort with the others by time) and
 // merges them.
 
 func (f EventFilter) wantsLog() bool {
@@ -118,7 +119,7 @@ func (r *logEventRow) toDomain(tenantID string) *domain.Event {
 	if r.Relayed != 0 && r.Collector != nil {
 		actor = *r.Collector
 	}
-	return &domain.Event{ID: heartbeatEventID(r.ReceivedAt, r.Seq), TenantID: tenantID, Type: domain.EventTelemetryReceived,
+	return &domain.Event{ID: ids.ForLog(r.ReceivedAt, r.Seq), TenantID: tenantID, Type: domain.EventTelemetryReceived,
 		AssetID: &r.AssetID, AgentID: &r.AgentID, ActorID: &actor, OccurredAt: FromMicros(r.ReceivedAt),
 		Payload: telemetryPayload(r.HeartbeatID, r.SentAt)}
 }
@@ -147,7 +148,7 @@ func (s *Store) Events(ctx context.Context, tenantID string, f EventFilter, afte
 			ColumnExpr("(SELECT c.principal_id FROM collectors AS c WHERE c.id = i.collector_id) AS collector_principal").
 			Join("JOIN agent_identities AS i ON i.ref = h.agent_ref")
 		if afterID != "" {
-			at, seq, ok := heartbeatBound(afterID)
+			at, seq, ok := ids.LogBound(afterID)
 			if !ok {
 				return nil, fmt.Errorf("events: malformed position %q", afterID)
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -208,7 +209,11 @@ func (s *Store) WriteHeartbeat(ctx context.Context, w *HeartbeatWrite) (Heartbea
 }
 
 // assetKey orders a batch's writes by asset (PostgreSQL's lock order; SQLite's page order).
-func assetKey(ref int64) string { return fmt.Sprintf("a%019d", ref) }
+func assetKey(ref int64) string {
+	var b [20]byte
+	d := strconv.AppendInt(b[:0], ref, 10)
+	return "a" + strings.Repeat("0", 19-len(d)) + string(d) // zero-padded: string order is number order
+}
 
 // applyHeartbeat writes one heartbeat inside tx: the fast path where it applies (SQLite; on
 // PostgreSQL the caller already tried it), else the slow path. It returns an error only for a
@@ -417,88 +422,6 @@ func (s *Store) assetSnapshot(ctx context.Context, q rowQuerier, tenantID string
 		return projection.Snapshot{}, err
 	}
 	return r.snapshot()
-}
-
-// heartbeatEventID is the API id of a logged heartbeat's asset.telemetry.received event, in
-// the layout of ids.At: a UUIDv7 whose time is its receipt (milliseconds, then the
-// microseconds within the millisecond in rand_a) and whose rand_b is its log position with
-// the top bit set (other events of the same microsecond have it clear, and sort before it).
-// Event ids therefore sort by time across the events table and the log, and the log's
-// (received_at, seq) order is its ids' order.
-func heartbeatEventID(receivedAt, seq int64) string {
-	var b [16]byte
-	ms, sub := uint64(receivedAt/1000), uint64(receivedAt%1000)
-	for i := 0; i < 6; i++ {
-		b[i] = byte(ms >> (40 - 8*i))
-	}
-	b[6] = 0x70 | byte(sub>>8)
-	b[7] = byte(sub)
-	u := uint64(seq)
-	b[8] = 0xa0 | byte(u>>56)&0x1f
-	for i := 9; i < 16; i++ {
-		b[i] = byte(u >> (8 * (15 - i)))
-	}
-	return formatUUID(b)
-}
-
-// heartbeatBound turns an event id (a keyset cursor) into the log position where the rows
-// before it end: they are those with received_at < at OR (received_at = at AND seq < seq).
-func heartbeatBound(eventID string) (at, seq int64, ok bool) {
-	b, ok := parseUUID(eventID)
-	if !ok {
-		return 0, 0, false
-	}
-	var ms uint64
-	for i := 0; i < 6; i++ {
-		ms = ms<<8 | uint64(b[i])
-	}
-	sub := uint64(b[6]&0x0f)<<8 | uint64(b[7])
-	switch {
-	case sub >= 1000: // an id of another layout: every heartbeat of its millisecond sorts before it
-		return int64(ms)*1000 + 999, 1<<63 - 1, true
-	case b[8]&0x20 == 0: // another event of this microsecond: its heartbeats sort after it
-		return int64(ms)*1000 + int64(sub), 0, true
-	}
-	rb := uint64(b[8] & 0x1f)
-	for i := 9; i < 16; i++ {
-		rb = rb<<8 | uint64(b[i])
-	}
-	return int64(ms)*1000 + int64(sub), int64(rb), true
-}
-
-func formatUUID(b [16]byte) string {
-	const hex = "0123456789abcdef"
-	out := make([]byte, 0, 36)
-	for i, c := range b {
-		if i == 4 || i == 6 || i == 8 || i == 10 {
-			out = append(out, '-')
-		}
-		out = append(out, hex[c>>4], hex[c&0xf])
-	}
-	return string(out)
-}
-
-func parseUUID(s string) ([16]byte, bool) {
-	var b [16]byte
-	if len(s) != 36 {
-		return b, false
-	}
-	j := 0
-	for i := 0; i < 36; i++ {
-		if i == 8 || i == 13 || i == 18 || i == 23 {
-			if s[i] != '-' {
-				return b, false
-			}
-			continue
-		}
-		v, err := strconv.ParseUint(s[i:i+1], 16, 8)
-		if err != nil {
-			return b, false
-		}
-		b[j/2] |= byte(v) << (4 * (1 - j%2))
-		j++
-	}
-	return b, true
 }
 
 // telemetryPayload is the payload of a logged heartbeat's event: what identifies it. The
