@@ -136,16 +136,19 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 // full fsync and a page cache of cacheKiB on every connection, in the syntax of whichever
 // driver sqliteshim selected. BEGIN IMMEDIATE takes the write lock when a transaction
 // starts, not halfway through it.
+// sqliteBusyTimeout (ms) is how long a connection waits for a lock another one holds.
+const sqliteBusyTimeout = 10000
+
 func sqliteDSN(path string, cacheKiB int) string {
 	u := "file:" + (&url.URL{Path: path}).EscapedPath()
 	cache := strconv.Itoa(-cacheKiB)          // negative: KiB rather than pages
 	if sqliteshim.DriverName() == "sqlite3" { // mattn/go-sqlite3 (-tags cgosqlite)
-		return u + "?_journal_mode=WAL&_busy_timeout=10000&_foreign_keys=1&_synchronous=FULL&_txlock=immediate" +
+		return u + "?_journal_mode=WAL&_busy_timeout=" + strconv.Itoa(sqliteBusyTimeout) + "&_foreign_keys=1&_synchronous=FULL&_txlock=immediate" +
 			"&_cache_size=" + cache
 	}
 	// busy_timeout first: switching a new file to WAL takes a lock that another process opening
 	// it at the same moment (a second replica, the CLI) must wait for, not fail on.
-	return u + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
+	return u + "?_pragma=busy_timeout(" + strconv.Itoa(sqliteBusyTimeout) + ")&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
 		"&_pragma=synchronous(FULL)&_pragma=temp_store(MEMORY)&_txlock=immediate&_pragma=cache_size(" + cache + ")"
 }
 
