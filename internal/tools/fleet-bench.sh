@@ -8,16 +8,19 @@
 # sees, WAL not counted; PostgreSQL: pg_database_size).
 #
 #   internal/tools/fleet-bench.sh [--db sqlite|postgres] [--agents 1000000] [--duration 30s]
-#                                 [--bin PATH] [--serve-flags "..."] [--profile FILE]
+#                                 [--bin PATH] [--serve-flags "..."] [--profile FILE] [--state DIR]
 #
 # --profile writes the server's CPU profile of the fleet-at-random phase to FILE.
+# --state keeps the enrolled and primed fleet (database, agents, wrk scripts) in DIR: a later run
+# with the same DIR skips enrollment and the first heartbeats, so builds can be compared on one
+# million-agent database without spending a quarter of an hour making it again.
 #
 # Needs wrk, jq, curl, and sqlite3 or psql. Everything listens on 127.0.0.1. A million agents
 # takes several minutes per phase on 2 cores: keep it out of CI.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . internal/tools/bench-lib.sh
-DBKIND=sqlite; AGENTS=1000000; DURATION=30s; BIN=""; SERVE_FLAGS=""; PROFILE=""
+DBKIND=sqlite; AGENTS=1000000; DURATION=30s; BIN=""; SERVE_FLAGS=""; PROFILE=""; STATE=""
 PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -27,26 +30,33 @@ while [ $# -gt 0 ]; do
     --bin) BIN=$2; shift 2 ;;
     --serve-flags) SERVE_FLAGS=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
+    --state) STATE=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d)
+if [ -n "$STATE" ]; then mkdir -p "$STATE"; WORK=$(cd "$STATE" && pwd); else WORK=$(mktemp -d); fi
 SVC=127.0.0.1:18773; SVC_PID=""
 PGNAME="oneprotect_fleet_bench_$$"
+[ -n "$STATE" ] && PGNAME="oneprotect_fleet_bench_$(basename "$WORK" | tr -c 'a-zA-Z0-9_\n' _)"
+REUSE=""; [ -n "$STATE" ] && [ -f "$WORK/primed" ] && REUSE=1
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
+  [ -n "$STATE" ] && return
   [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
+if [ -z "$BIN" ]; then BIN=$(mktemp -d)/oneprotect; go build -o "$BIN" .; fi
 
 case "$DBKIND" in
   sqlite) DB=$WORK/fleet.db ;;
-  postgres) psql "$PG/postgres" -qc "CREATE DATABASE $PGNAME" >/dev/null; DB="$PG/$PGNAME?sslmode=disable" ;;
+  postgres)
+    [ -z "$REUSE" ] && { psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME" >/dev/null; psql "$PG/postgres" -qc "CREATE DATABASE $PGNAME" >/dev/null; }
+    DB="$PG/$PGNAME?sslmode=disable" ;;
   *) echo "--db must be sqlite or postgres" >&2; exit 2 ;;
 esac
+[ -z "$REUSE" ] && [ "$DBKIND" = sqlite ] && rm -f "$DB" "$DB-wal" "$DB-shm"
 
 # Bench flags: no per-agent rate limit (a load test sends far faster than an agent would).
 extra=()
@@ -79,16 +89,26 @@ wrk_line() { # label, wrk output
 }
 
 bench_start "$DB"
-empty=$(db_bytes)
-bench_enroll "$DB" "Fleet" "$AGENTS" 64
-enrolled=$(db_bytes)
-
-# First heartbeats: every agent once, in order.
-"$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
-  --concurrency 64 --quiet --json > "$WORK/prime.json"
-jq -r '"first heartbeats: \(.requests_per_second | floor) req/s, p99 \(.latency_ms.p99) ms, errors \(.errors)"' "$WORK/prime.json"
+if [ -n "$REUSE" ]; then
+  AGENTS=$(wc -l < "$WORK/heartbeats.lua.agents")
+  echo "reusing the fleet of $AGENTS agents in $WORK"
+  # A restarted server has cold caches; a fleet at its interval keeps them warm. Warm them the way
+  # the fleet does: every agent once.
+  "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
+    --concurrency 64 --quiet --json > "$WORK/warm.json"
+  jq -r '"warming, every agent once (restarted server): \(.requests_per_second | floor) req/s, p99 \(.latency_ms.p99) ms, errors \(.errors)"' "$WORK/warm.json"
+else
+  empty=$(db_bytes)
+  bench_enroll "$DB" "Fleet" "$AGENTS" 64
+  enrolled=$(db_bytes)
+  # First heartbeats: every agent once, in order.
+  "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
+    --concurrency 64 --quiet --json > "$WORK/prime.json"
+  jq -r '"first heartbeats: \(.requests_per_second | floor) req/s, p99 \(.latency_ms.p99) ms, errors \(.errors)"' "$WORK/prime.json"
+  echo "database per enrolled agent: $(( (enrolled - empty) / AGENTS )) bytes after enrollment, $(( ($(db_bytes) - empty) / AGENTS )) bytes with the first heartbeat"
+  [ -n "$STATE" ] && touch "$WORK/primed"
+fi
 primed=$(db_bytes); rows_primed=$(log_rows)
-echo "database per enrolled agent (enrollment + first heartbeat): $(( (primed - empty) / AGENTS )) bytes"
 
 # The fleet at random.
 if [ -n "$PROFILE" ]; then
