@@ -41,7 +41,8 @@ type HeartbeatOutcome struct {
 	// Conflict: this heartbeat_id was accepted before with other content; nothing written.
 	Conflict bool
 	// Refused: the identity cannot submit (revoked or stale since it was checked); Status says
-	// what it is.
+	// what it is. Nothing was written, and nothing else is reported: a refusal outranks the
+	// other outcomes.
 	Refused bool
 	Status  domain.AgentStatus
 	// IdentityConflict: the heartbeat comes from a machine the clone policy refuses; nothing
@@ -245,9 +246,10 @@ func (s *Store) applyHeartbeat(ctx context.Context, tx *preparedTx, w *Heartbeat
 			return HeartbeatOutcome{}, err
 		}
 	}
-	// The identity's status outranks idempotency (the order of checks), and the caller's view
-	// of it may come from a cache: ask the database, locking the row on PostgreSQL so that a
-	// revocation waits for this heartbeat or this heartbeat sees it.
+	// An identity that may not submit writes nothing, and the caller's view of its status may
+	// come from a cache: ask the database, locking the row on PostgreSQL so that a revocation
+	// waits for this heartbeat or this heartbeat sees it. Such a heartbeat is reported Refused
+	// whether or not it repeats an earlier one; the service ranks the answers.
 	var status string
 	if err := tx.QueryRowContext(ctx, st.identity, id.AgentID, id.TenantID).Scan(&status); err != nil {
 		return HeartbeatOutcome{}, err

@@ -121,17 +121,21 @@ func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, cla
 	if err != nil {
 		return nil, err
 	}
+	// The answer, in the order of checks: the identity's status as the write found it outranks
+	// idempotency (a revoked agent's repeat is refused as revoked, not answered as a
+	// duplicate), then the clone policy, then the heartbeat_id. The store only guarantees that
+	// nothing of a refused heartbeat was written.
 	switch {
-	case out.Conflict:
-		return nil, errConflict
-	case out.IdentityConflict:
-		return nil, errIdentityConflict
 	case out.Refused:
 		s.forget(id.TenantID, id.AgentID)
 		if err := statusError(out.Status); err != nil {
 			return nil, err
 		}
 		return nil, errUnknownAgent
+	case out.IdentityConflict:
+		return nil, errIdentityConflict
+	case out.Conflict:
+		return nil, errConflict
 	}
 	res := &Result{AgentID: id.AgentID, AssetID: id.AssetID, Status: domain.StatusActive, Accepted: true,
 		Duplicate: out.Duplicate, ReceivedAt: out.ReceivedAt}
