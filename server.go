@@ -338,18 +338,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// servePprof exposes the Go profiler on its own listener, never on the service's address.
-// tuneGC runs the collector half as often as Go's default unless GOGC says otherwise. At fleet
-// scale the server keeps every agent's token and identity cached (about 1.7 GiB of live heap
-// for a million agents), and each collection scans all of it: with the default, marking was
-// 22% of the server's CPU under a million-agent load. The price is memory: the heap may grow to
-// three times the live data instead of two.
+// tuneGC runs the collector a quarter as often as Go's default unless GOGC says otherwise. At
+// fleet scale the server keeps every agent's token and identity cached (about 1.7 GiB of live
+// heap for a million agents), and each collection scans all of it; how often it runs follows
+// the allocation rate, so the collector's share of the CPU falls as GOGC rises. Measured on a
+// million-agent fleet: 22% of the CPU at Go's default, 14% at 200 (6,200 heartbeats/s, 5.6 GiB
+// resident), 7,900 heartbeats/s at 400 (8 GiB resident). The price is memory: the heap may
+// grow to five times the live data instead of two.
 func tuneGC() {
 	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
+		debug.SetGCPercent(400)
 	}
 }
 
+// servePprof exposes the Go profiler on its own listener, never on the service's address.
 func servePprof(ln net.Listener, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
