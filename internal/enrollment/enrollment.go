@@ -14,6 +14,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/pacing"
 	"github.com/oneprotect/telemetry/internal/pki"
+	"github.com/oneprotect/telemetry/internal/projection"
 	"github.com/oneprotect/telemetry/internal/store"
 	"github.com/oneprotect/telemetry/internal/tenancy"
 )
@@ -168,30 +169,36 @@ func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, er
 	if err != nil {
 		return nil, err
 	}
-	agentID := ids.New()
-	id := &domain.AgentIdentity{AgentID: agentID, AssetID: ids.New(), MachineID: req.MachineID,
-		Hostname: req.Hostname, AgentVersion: req.AgentVersion}
+	now := s.Now()
+	agentID, newAsset := ids.New(), ids.New()
+	id := &domain.AgentIdentity{AgentID: agentID, AssetID: newAsset, MachineID: req.MachineID,
+		Hostname: req.Hostname, AgentVersion: req.AgentVersion, Status: domain.StatusEnrolled, EnrolledAt: now}
 	name := "agent " + agentID
 	if req.Hostname != nil && *req.Hostname != "" {
 		name = "agent " + *req.Hostname
 	}
+	// The identity's service account: its actor is the agent.
+	sa := &domain.Principal{ID: ids.New(), Name: name, Kind: domain.KindServiceAccount, ActorKind: domain.ActorAgent, ActorID: agentID}
+	id.PrincipalID = sa.ID
 	secret, hash := auth.NewToken(auth.PrefixServiceAccount)
+	var cert *Issued
 	e := &store.Enrollment{
 		TokenHash: auth.HashToken(req.EnrollmentToken),
-		Now:       s.Now(),
+		Now:       now,
 		Identity:  id,
-		Principal: &domain.Principal{ID: ids.New(), Name: name},
+		Principal: sa,
 		Token:     store.NewAPIToken{ID: ids.New(), Hash: hash, Prefix: auth.DisplayPrefix(secret)},
-	}
-	var cert *Issued
-	if csr != nil {
-		// Signed inside the enrollment, once the token has named the tenant; the certificate
-		// and its record exist only if the identity does.
-		e.Certificate = func(id *domain.AgentIdentity) (*domain.Certificate, error) {
+		Plan: func(g *store.EnrollmentGrant, previous []*domain.AgentIdentity) (*store.EnrollmentPlan, error) {
+			p, err := planEnrollment(id, sa, g, previous, now, newAsset)
+			if err != nil || csr == nil {
+				return p, err
+			}
+			// Signed inside the enrollment, once the token has named the tenant; the
+			// certificate and its record exist only if the identity does.
 			out, rec, err := s.issue(csr, pki.Subject{TenantID: id.TenantID, Kind: pki.KindAgent, ID: id.AgentID}, domain.CertIssuedAtEnrollment)
-			cert = out
-			return rec, err
-		}
+			cert, p.Certificate = out, rec
+			return p, err
+		},
 	}
 	if err := s.Store.Enroll(ctx, e); err != nil {
 		return nil, err
@@ -269,4 +276,67 @@ func (s *Service) event(p *domain.Principal, id *domain.AgentIdentity, typ strin
 	now := s.Now()
 	return &domain.Event{ID: ids.At(now), TenantID: id.TenantID, Type: typ, AssetID: &id.AssetID, AgentID: &id.AgentID,
 		ActorID: &p.ID, OccurredAt: now, Payload: b}
+}
+
+// Reasons recorded on revoked identities.
+const reasonSuperseded = "superseded"
+
+// planEnrollment decides an enrollment once its token has granted it (g) and the machine's
+// earlier identities in that tenant are known (newest first): the identity and its service
+// account join the token's tenant and site (and collector); a machine seen before keeps its
+// asset, and each of its identities still live is revoked as superseded by the new one; the
+// audit trail records each supersession (agent.revoked) and the enrollment (agent.enrolled),
+// acted by the new service account and authorized by the admin who minted the token. It
+// depends only on its arguments, so it gives the same plan when a batch runs it again.
+func planEnrollment(id *domain.AgentIdentity, sa *domain.Principal, g *store.EnrollmentGrant,
+	previous []*domain.AgentIdentity, now time.Time, newAsset string) (*store.EnrollmentPlan, error) {
+	id.TenantID, id.SiteID, id.CollectorID, id.AssetID = g.TenantID, g.SiteID, g.CollectorID, newAsset
+	sa.TenantID = g.TenantID
+	actor := actorPayload{ActorID: sa.ID, ActorKind: string(domain.KindServiceAccount), AuthorizedBy: g.CreatedBy}
+	p := &store.EnrollmentPlan{Reason: reasonSuperseded}
+	if len(previous) > 0 {
+		p.AssetOf = previous[0]
+		id.AssetID = previous[0].AssetID
+	}
+	var superseded []string
+	for _, old := range previous {
+		if old.Status == domain.StatusRevoked {
+			continue // already revoked: nothing changes, no event
+		}
+		p.Supersede = append(p.Supersede, old)
+		superseded = append(superseded, old.AgentID)
+		p.Events = append(p.Events, &domain.Event{ID: ids.At(now), TenantID: old.TenantID, Type: domain.EventAgentRevoked,
+			AssetID: &old.AssetID, AgentID: &old.AgentID, ActorID: &sa.ID, OccurredAt: now,
+			Payload: mustJSON(struct {
+				Reason       string `json:"reason"`
+				SupersededBy string `json:"superseded_by"`
+				actorPayload
+			}{reasonSuperseded, id.AgentID, actor})})
+	}
+	enrolled := projection.Enrolled{SiteID: id.SiteID, CollectorID: id.CollectorID, MachineID: id.MachineID,
+		Hostname: id.Hostname, AgentVersion: id.AgentVersion, EnrollmentTokenID: g.TokenID, Superseded: superseded}
+	p.Events = append(p.Events, &domain.Event{ID: ids.At(now), TenantID: id.TenantID, Type: domain.EventAgentEnrolled,
+		AssetID: &id.AssetID, AgentID: &id.AgentID, ActorID: &sa.ID, OccurredAt: now,
+		Payload: mustJSON(struct {
+			projection.Enrolled
+			actorPayload
+		}{enrolled, actor})})
+	return p, nil
+}
+
+// actorPayload records the acting principal in a lifecycle event's payload, where the events
+// query shows it (the contract's Event type has no actor field).
+type actorPayload struct {
+	ActorID      string `json:"actor_id"`
+	ActorKind    string `json:"actor_kind"`
+	AuthorizedBy string `json:"authorized_by,omitempty"`
+}
+
+// mustJSON encodes values that always encode (plain structs of plain values).
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -29,6 +29,17 @@ type writeJob struct {
 	key       string // PostgreSQL lock order: jobs of a batch run sorted by key
 	apply     func(ctx context.Context, tx bun.Tx, ptx *preparedTx) error
 	pipelined *pipelinedStatement
+	// group, when set, runs the job with the batch's other jobs of the same group: one call
+	// with all of them (their items, in batch order) where the first of them stands. Alone it
+	// is a call with one item.
+	group *jobGroup
+	item  any
+}
+
+// jobGroup is a kind of write that a batch runs all at once (enrollments: one statement for
+// the batch's rows instead of one per job).
+type jobGroup struct {
+	run func(ctx context.Context, tx bun.Tx, ptx *preparedTx, items []any) error
 }
 
 // pipelinedStatement is a write that is a single statement returning a single row and needs
@@ -50,7 +61,7 @@ func (j *writeJob) run(ctx context.Context, tx bun.Tx, ptx *preparedTx) error {
 
 func (s *Store) startCommitter(ctx context.Context) error {
 	s.stmts = &stmtCache{db: s.W.DB}
-	all := append(s.hb.all(s.Dialect), s.enr.all()...)
+	all := append(s.hb.all(s.Dialect), s.enr.all(s.Dialect)...)
 	if err := s.stmts.prepare(ctx, all...); err != nil {
 		return err
 	}
@@ -144,8 +155,28 @@ func (s *Store) runBatch(ctx context.Context, jobs []*writeJob) error {
 		return err
 	}
 	ptx := &preparedTx{tx: tx.Tx, cache: s.stmts}
+	var groups map[*jobGroup][]any
 	for _, job := range jobs {
-		if err := job.run(ctx, tx, ptx); err != nil {
+		if job.group != nil {
+			if groups == nil {
+				groups = make(map[*jobGroup][]any, 1)
+			}
+			groups[job.group] = append(groups[job.group], job.item)
+		}
+	}
+	for _, job := range jobs {
+		var err error
+		if g := job.group; g != nil {
+			items, first := groups[g]
+			if !first {
+				continue // ran with the first of its group
+			}
+			delete(groups, g)
+			err = g.run(ctx, tx, ptx, items)
+		} else {
+			err = job.run(ctx, tx, ptx)
+		}
+		if err != nil {
 			_ = tx.Rollback()
 			return err
 		}

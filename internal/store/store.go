@@ -38,15 +38,16 @@ const (
 // SQLITE_BUSY from each other, while WAL lets R's readers run beside them. On PostgreSQL,
 // R and W are the same pool.
 type Store struct {
-	Dialect Dialect
-	R       *bun.DB
-	W       *bun.DB
-	path    string // SQLite file path, for the migration file lock
-	hb      *heartbeatStatements
-	enr     *enrollStatements
-	stmts   *stmtCache
-	commit  atomic.Pointer[engine.Engine]
-	reads   readStatements
+	Dialect  Dialect
+	R        *bun.DB
+	W        *bun.DB
+	path     string // SQLite file path, for the migration file lock
+	hb       *heartbeatStatements
+	enr      *enrollStatements
+	enrGroup *jobGroup
+	stmts    *stmtCache
+	commit   atomic.Pointer[engine.Engine]
+	reads    readStatements
 
 	pruneFrom atomic.Int64 // the log position retention has pruned up to
 
@@ -155,7 +156,8 @@ func sqliteDSN(path string, cacheKiB int) string {
 func newStore(d Dialect, r, w *bun.DB, path string) *Store {
 	s := &Store{Dialect: d, R: r, W: w, path: path}
 	s.hb = newHeartbeatStatements(d, s.Rebind)
-	s.enr = newEnrollStatements(s.Rebind, s.newRef)
+	s.enr = newEnrollStatements(d, s.Rebind)
+	s.enrGroup = &jobGroup{run: s.enrollBatch}
 	return s
 }
 
