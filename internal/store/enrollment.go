@@ -556,10 +556,10 @@ func insertRows(ctx context.Context, ptx *preparedTx, stmts *[chunks]string, n i
 // (an enrollment storm goes through the same single writer).
 type enrollStatements struct {
 	useToken, readToken, takeUses, lockMachines, nextRefs string
-	supersede, moveAsset, moveLiveness                     string
-	previous                                               [chunks]string
-	insertPrincipals, insertTokens, insertIdentities       [chunks]string
-	insertEvents                                           [chunks]string
+	supersede, moveAsset, moveLiveness                    string
+	previous                                              [chunks]string
+	insertPrincipals, insertTokens, insertIdentities      [chunks]string
+	insertEvents                                          [chunks]string
 }
 
 func newEnrollStatements(d Dialect, rebind func(string) string) *enrollStatements {
