@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Enrollment benchmark (BENCHMARKS.md): on a fresh database, enrolls AGENTS agents over HTTP with
 # the load generator (64 at a time, one enrollment token of AGENTS uses, every agent its own
-# machine id: a fleet rollout) and prints the rate, then the database's size per agent.
+# machine id: a fleet rollout) and prints the rate, the group commits (how many, their mean size
+# and duration), then the database's size per agent.
 #
 #   internal/tools/enroll-bench.sh [--db sqlite|postgres] [--agents 100000] [--bin PATH]
 #                                  [--profile FILE] [--profile-seconds 20]
@@ -59,6 +60,10 @@ if [ -n "$PROFILE" ]; then
 fi
 bench_enroll "$DB" "Enroll" "$AGENTS" 64
 wait $(jobs -p | grep -v "^$SVC_PID\$") 2>/dev/null || true
+curl -s "http://$SVC/metrics" | awk '
+  /^oneprotect_group_commit_size_sum/ {n = $2} /^oneprotect_group_commit_size_count/ {c = $2}
+  /^oneprotect_group_commit_seconds_sum/ {s = $2}
+  END {if (c > 0) printf "group commits: %d, %.1f writes each, %.2f ms each\n", c, n / c, 1000 * s / c}'
 echo "database per enrolled agent: $(( ($(db_bytes) - empty) / AGENTS )) bytes"
 echo "server RSS: $(ps -o rss= -p "$SVC_PID" | awk '{printf "%.0f MiB", $1/1024}')"
 bench_stop
