@@ -6,8 +6,10 @@ import (
 	"errors"
 	"hash/fnv"
 	"math/bits"
+	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -340,21 +342,21 @@ func (s *Store) writeEnrollments(ctx context.Context, tx bun.Tx, ptx *preparedTx
 			id.AssetRef = w.plan.AssetOf.AssetRef
 		}
 	}
-	if err := insertRows(ctx, ptx, &st.insertPrincipals, len(ws), func(i int, args []any) []any {
+	if err := insertRows(ctx, ptx, &st.insertPrincipals, st.rowsPerInsert, len(ws), func(i int, args []any) []any {
 		e := ws[i].e
 		sa := e.Principal
 		return append(args, sa.ID, sa.TenantID, string(sa.Kind), sa.Name, string(sa.ActorKind), sa.ActorID, Micros(e.Now))
 	}); err != nil {
 		return err
 	}
-	if err := insertRows(ctx, ptx, &st.insertTokens, len(ws), func(i int, args []any) []any {
+	if err := insertRows(ctx, ptx, &st.insertTokens, st.rowsPerInsert, len(ws), func(i int, args []any) []any {
 		e := ws[i].e
 		return append(args, e.Token.ID, e.Principal.TenantID, e.Principal.ID, e.Token.Hash, e.Token.Prefix,
 			optMicros(e.Token.ExpiresAt), Micros(e.Now))
 	}); err != nil {
 		return err
 	}
-	if err := insertRows(ctx, ptx, &st.insertIdentities, len(ws), func(i int, args []any) []any {
+	if err := insertRows(ctx, ptx, &st.insertIdentities, st.rowsPerInsert, len(ws), func(i int, args []any) []any {
 		e := ws[i].e
 		id, now := e.Identity, Micros(e.Now)
 		return append(args, id.AgentID, id.TenantID, id.SiteID, id.CollectorID, id.AssetID, id.MachineID, string(id.Status),
@@ -366,7 +368,7 @@ func (s *Store) writeEnrollments(ctx context.Context, tx bun.Tx, ptx *preparedTx
 	for _, w := range ws {
 		events = append(events, w.plan.Events...)
 	}
-	if err := insertRows(ctx, ptx, &st.insertEvents, len(events), func(i int, args []any) []any {
+	if err := insertRows(ctx, ptx, &st.insertEvents, st.rowsPerInsert, len(events), func(i int, args []any) []any {
 		ev := events[i]
 		payload := string(ev.Payload)
 		if payload == "" {
@@ -533,13 +535,13 @@ func chunkIndex(size int) int { return bits.TrailingZeros(uint(size)) }
 func chunkAtLeast(n int) int { return 1 << bits.Len(uint(n-1)) }
 
 // chunkAtMost is the largest chunk size of at most n (n >= 1).
-func chunkAtMost(n int) int { return min(maxChunk, 1<<(bits.Len(uint(n))-1)) }
+func chunkAtMost(n, most int) int { return min(most, 1<<(bits.Len(uint(n))-1)) }
 
 // insertRows writes n rows with the chunked statements stmts; row appends row i's values.
-func insertRows(ctx context.Context, ptx *preparedTx, stmts *[chunks]string, n int, row func(i int, args []any) []any) error {
+func insertRows(ctx context.Context, ptx *preparedTx, stmts *[chunks]string, most, n int, row func(i int, args []any) []any) error {
 	var args []any
 	for i := 0; i < n; {
-		size := chunkAtMost(n - i)
+		size := chunkAtMost(n-i, most)
 		args = args[:0]
 		for j := i; j < i+size; j++ {
 			args = row(j, args)
@@ -556,6 +558,7 @@ func insertRows(ctx context.Context, ptx *preparedTx, stmts *[chunks]string, n i
 // (an enrollment storm goes through the same single writer).
 type enrollStatements struct {
 	useToken, readToken, takeUses, lockMachines, nextRefs string
+	rowsPerInsert                                         int
 	supersede, moveAsset, moveLiveness                    string
 	previous                                              [chunks]string
 	insertPrincipals, insertTokens, insertIdentities      [chunks]string
@@ -581,6 +584,10 @@ func newEnrollStatements(d Dialect, rebind func(string) string) *enrollStatement
 		// A re-enrolled machine's asset (if it has appeared) follows the new identity and site.
 		moveAsset:    rebind(`UPDATE assets SET site_id = ?, agent_id = ? WHERE tenant_id = ? AND id = ?`),
 		moveLiveness: rebind(`UPDATE asset_liveness SET site_ref = (SELECT ref FROM sites WHERE tenant_id = ? AND id = ?) WHERE asset_ref = ?`),
+	}
+	st.rowsPerInsert = maxChunk
+	if v, err := strconv.Atoi(os.Getenv("ONEPROTECT_ENROLL_ROWS")); err == nil && v >= 1 && v <= maxChunk {
+		st.rowsPerInsert = chunkAtMost(v, maxChunk)
 	}
 	if d == Postgres {
 		st.nextRefs = rebind(`SELECT nextval('agent_identities_ref_seq') FROM generate_series(1, ?)`)

@@ -55,11 +55,13 @@ db_bytes() {
 SVC_PID=$!
 for _ in $(seq 1 300); do curl -sf "http://$SVC/readyz" >/dev/null && break; sleep 0.1; done
 empty=$(db_bytes)
+PROFILER=""
 if [ -n "$PROFILE" ]; then
   (sleep 2; curl -s "http://$PPROF/debug/pprof/profile?seconds=$PROFILE_SECONDS" > "$PROFILE") &
+  PROFILER=$!
 fi
 bench_enroll "$DB" "Enroll" "$AGENTS" 64
-wait $(jobs -p | grep -v "^$SVC_PID\$") 2>/dev/null || true
+[ -n "$PROFILER" ] && wait "$PROFILER"
 curl -s "http://$SVC/metrics" | awk '
   /^oneprotect_group_commit_size_sum/ {n = $2} /^oneprotect_group_commit_size_count/ {c = $2}
   /^oneprotect_group_commit_seconds_sum/ {s = $2}
