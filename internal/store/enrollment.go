@@ -157,7 +157,7 @@ func (s *Store) Enroll(ctx context.Context, e *Enrollment) error {
 // with the batch's other enrollments (enrollBatch). An invalid token writes nothing, so it is an
 // answer for this caller, not a failed batch.
 func (s *Store) enrollInGroupCommit(ctx context.Context, e *Enrollment) error {
-	if err := s.inGroupCommit(ctx, &writeJob{key: "enroll", group: s.enrGroup, item: e}); err != nil {
+	if err := s.inGroupCommit(ctx, &writeJob{key: "enroll", group: s.enr.group, item: e}); err != nil {
 		return err
 	}
 	return e.answer
@@ -559,6 +559,7 @@ func insertRows(ctx context.Context, ptx *preparedTx, stmts *[chunks]string, mos
 type enrollStatements struct {
 	useToken, readToken, takeUses, lockMachines, nextRefs string
 	rowsPerInsert                                         int
+	group                                                 *jobGroup // the batch's enrollments, run together
 	supersede, moveAsset, moveLiveness                    string
 	previous                                              [chunks]string
 	insertPrincipals, insertTokens, insertIdentities      [chunks]string

@@ -7,7 +7,7 @@ import "context"
 func EnrollTogether(ctx context.Context, s *Store, es []*Enrollment) error {
 	jobs := make([]*writeJob, len(es))
 	for i, e := range es {
-		jobs[i] = &writeJob{key: "enroll", group: s.enrGroup, item: e}
+		jobs[i] = &writeJob{key: "enroll", group: s.enr.group, item: e}
 	}
 	return s.runBatch(ctx, jobs)
 }

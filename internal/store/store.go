@@ -38,16 +38,15 @@ const (
 // SQLITE_BUSY from each other, while WAL lets R's readers run beside them. On PostgreSQL,
 // R and W are the same pool.
 type Store struct {
-	Dialect  Dialect
-	R        *bun.DB
-	W        *bun.DB
-	path     string // SQLite file path, for the migration file lock
-	hb       *heartbeatStatements
-	enr      *enrollStatements
-	enrGroup *jobGroup
-	stmts    *stmtCache
-	commit   atomic.Pointer[engine.Engine]
-	reads    readStatements
+	Dialect Dialect
+	R       *bun.DB
+	W       *bun.DB
+	path    string // SQLite file path, for the migration file lock
+	hb      *heartbeatStatements
+	enr     *enrollStatements
+	stmts   *stmtCache
+	commit  atomic.Pointer[engine.Engine]
+	reads   readStatements
 
 	pruneFrom atomic.Int64 // the log position retention has pruned up to
 
@@ -157,7 +156,7 @@ func newStore(d Dialect, r, w *bun.DB, path string) *Store {
 	s := &Store{Dialect: d, R: r, W: w, path: path}
 	s.hb = newHeartbeatStatements(d, s.Rebind)
 	s.enr = newEnrollStatements(d, s.Rebind)
-	s.enrGroup = &jobGroup{run: s.enrollBatch}
+	s.enr.group = &jobGroup{run: s.enrollBatch}
 	return s
 }
 
