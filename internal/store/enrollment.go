@@ -6,10 +6,8 @@ import (
 	"errors"
 	"hash/fnv"
 	"math/bits"
-	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -586,9 +584,14 @@ func newEnrollStatements(d Dialect, rebind func(string) string) *enrollStatement
 		moveAsset:    rebind(`UPDATE assets SET site_id = ?, agent_id = ? WHERE tenant_id = ? AND id = ?`),
 		moveLiveness: rebind(`UPDATE asset_liveness SET site_ref = (SELECT ref FROM sites WHERE tenant_id = ? AND id = ?) WHERE asset_ref = ?`),
 	}
-	st.rowsPerInsert = maxChunk
-	if v, err := strconv.Atoi(os.Getenv("ONEPROTECT_ENROLL_ROWS")); err == nil && v >= 1 && v <= maxChunk {
-		st.rowsPerInsert = chunkAtMost(v, maxChunk)
+	// On PostgreSQL a batch's rows go in one statement per table (one round trip). On SQLite
+	// one statement per row: a multi-row INSERT may fail halfway (its foreign keys and unique
+	// indexes are checked row by row), so SQLite keeps a statement journal of every page it
+	// touches, which cost more than the statements it saves (100,000 enrollments: 4,233/s with
+	// 64-row statements, 4,544/s with one-row ones; BENCHMARKS.md).
+	st.rowsPerInsert = 1
+	if d == Postgres {
+		st.rowsPerInsert = maxChunk
 	}
 	if d == Postgres {
 		st.nextRefs = rebind(`SELECT nextval('agent_identities_ref_seq') FROM generate_series(1, ?)`)
@@ -630,7 +633,10 @@ func (e *enrollStatements) all(d Dialect) []string {
 		out = append(out, e.lockMachines)
 	}
 	for i := range chunks {
-		out = append(out, e.previous[i], e.insertPrincipals[i], e.insertTokens[i], e.insertIdentities[i], e.insertEvents[i])
+		out = append(out, e.previous[i])
+		if 1<<i <= e.rowsPerInsert {
+			out = append(out, e.insertPrincipals[i], e.insertTokens[i], e.insertIdentities[i], e.insertEvents[i])
+		}
 	}
 	return out
 }
