@@ -189,9 +189,9 @@ func (s *Service) Enroll(ctx context.Context, req *EnrollRequest) (*Enrolled, er
 		Principal: sa,
 		Token:     store.NewAPIToken{ID: ids.New(), Hash: hash, Prefix: auth.DisplayPrefix(secret)},
 		Plan: func(g *store.EnrollmentGrant, previous []*domain.AgentIdentity) (*store.EnrollmentPlan, error) {
-			p, err := planEnrollment(id, sa, g, previous, now, newAsset)
-			if err != nil || csr == nil {
-				return p, err
+			p := planEnrollment(id, sa, g, previous, now, newAsset)
+			if csr == nil {
+				return p, nil
 			}
 			// Signed inside the enrollment, once the token has named the tenant; the
 			// certificate and its record exist only if the identity does.
@@ -289,7 +289,7 @@ const reasonSuperseded = "superseded"
 // acted by the new service account and authorized by the admin who minted the token. It
 // depends only on its arguments, so it gives the same plan when a batch runs it again.
 func planEnrollment(id *domain.AgentIdentity, sa *domain.Principal, g *store.EnrollmentGrant,
-	previous []*domain.AgentIdentity, now time.Time, newAsset string) (*store.EnrollmentPlan, error) {
+	previous []*domain.AgentIdentity, now time.Time, newAsset string) *store.EnrollmentPlan {
 	id.TenantID, id.SiteID, id.CollectorID, id.AssetID = g.TenantID, g.SiteID, g.CollectorID, newAsset
 	sa.TenantID = g.TenantID
 	actor := actorPayload{ActorID: sa.ID, ActorKind: string(domain.KindServiceAccount), AuthorizedBy: g.CreatedBy}
@@ -321,7 +321,7 @@ func planEnrollment(id *domain.AgentIdentity, sa *domain.Principal, g *store.Enr
 			projection.Enrolled
 			actorPayload
 		}{enrolled, actor})})
-	return p, nil
+	return p
 }
 
 // actorPayload records the acting principal in a lifecycle event's payload, where the events
