@@ -17,13 +17,16 @@
 # heartbeat (the connect phase included); then the median of each mode.
 #
 #   internal/tools/mtls-bench.sh [--db sqlite|postgres] [--agents 1000] [--duration 20s]
-#                                [--concurrency 64] [--rounds 2] [--plain] [--bin PATH]
+#                                [--concurrency 64] [--rounds 2] [--plain] [--bin PATH] [--profile DIR]
+#
+# --profile writes the server's CPU profile of each mode's timed heartbeats in the first round to
+# DIR/MODE.prof (compare them with `go tool pprof -diff_base DIR/tls.prof DIR/mtls.prof`).
 #
 # Needs jq, curl (and psql for PostgreSQL). Everything listens on 127.0.0.1; the server's
 # self-signed certificate is pinned by its fingerprint (curl, for the setup only, uses -k).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DBKIND=sqlite; AGENTS=1000; DURATION=20s; CONNS=64; ROUNDS=2; PLAIN=""; BIN=""
+DBKIND=sqlite; AGENTS=1000; DURATION=20s; CONNS=64; ROUNDS=2; PLAIN=""; BIN=""; PROFILE=""
 PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -34,11 +37,12 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --plain) PLAIN=1; shift ;;
     --bin) BIN=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
 WORK=$(mktemp -d)
-SVC=127.0.0.1:18775; SVC_PID=""; FPR=""
+SVC=127.0.0.1:18775; PPROF=127.0.0.1:18776; SVC_PID=""; FPR=""
 PGNAME="oneprotect_mtls_bench_$$"
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
@@ -47,6 +51,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+[ -n "$PROFILE" ] && mkdir -p "$PROFILE"
 if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
 
 case "$DBKIND" in
@@ -61,6 +66,7 @@ esac
 start() {
   [ -n "$SVC_PID" ] && { kill "$SVC_PID"; wait "$SVC_PID" 2>/dev/null || true; }
   local flags=(--db "$DB" --addr "$SVC" --agent-rate-limit 0 --enroll-rate-limit 0) log=$WORK/serve-$1.log
+  [ -n "$PROFILE" ] && flags+=(--pprof-addr "$PPROF")
   case "$1" in
     tls) flags+=(--tls-self-signed --agent-ca "$WORK/ca"); URL=https://$SVC ;;
     mtls) flags+=(--tls-self-signed --agent-ca "$WORK/ca" --require-agent-mtls); URL=https://$SVC ;;
@@ -96,11 +102,19 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in $modes; do
     start "$mode"
     extra=(--agent-connections); [ "$mode" = mtls ] && extra=(--mtls)
+    : > "$WORK/progress"; prof=""
+    if [ -n "$PROFILE" ] && [ "$round" = 1 ]; then
+      # From the timed heartbeats' first progress line (the connect phase is over) to near their end.
+      (while [ ! -s "$WORK/progress" ]; do sleep 0.2; done
+       curl -s "http://$PPROF/debug/pprof/profile?seconds=$((${DURATION%s} - 3))" > "$PROFILE/$mode.prof") &
+      prof=$!
+    fi
     before=$(cpu_ticks "$SVC_PID")
     # shellcheck disable=SC2046
     "$BIN" loadgen --server "$URL" $(trust) "${extra[@]}" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
-      --duration "$DURATION" --concurrency "$CONNS" --quiet --json > "$WORK/run.json"
+      --duration "$DURATION" --concurrency "$CONNS" --json > "$WORK/run.json" 2> "$WORK/progress"
     after=$(cpu_ticks "$SVC_PID")
+    [ -n "$prof" ] && wait "$prof"
     jq -r --arg mode "$mode" --arg round "$round" --argjson ticks "$((after - before))" --argjson hz "$(getconf CLK_TCK)" '
       (.requests + .connect.connections) as $n |
       "\($mode)\t\($round)\t\(.connect.per_second | floor)\t\(.connect.latency_ms.p99)\t\(.requests_per_second | floor)\t\(.latency_ms.p50)\t\(.latency_ms.p99)\t\(.errors)\t\($ticks / $hz * 1e6 / $n | floor)"' \
