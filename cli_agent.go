@@ -72,7 +72,18 @@ func agentCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 func agentHTTPClient(serverCA, fingerprint string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg, err := serverTrust(serverCA, fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	tr.TLSClientConfig = cfg
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
+}
+
+// serverTrust is the client TLS configuration of --server-ca and --server-fingerprint (agent
+// and load generator): the system's roots unless one is given.
+func serverTrust(serverCA, fingerprint string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if serverCA != "" {
 		pemData, err := os.ReadFile(serverCA)
 		if err != nil {
@@ -82,7 +93,7 @@ func agentHTTPClient(serverCA, fingerprint string) (*http.Client, error) {
 		if !roots.AppendCertsFromPEM(pemData) {
 			return nil, fmt.Errorf("--server-ca: %s holds no PEM certificate", serverCA)
 		}
-		tr.TLSClientConfig.RootCAs = roots
+		cfg.RootCAs = roots
 	}
 	if fingerprint != "" {
 		want := strings.ToUpper(strings.NewReplacer(":", "", " ", "").Replace(fingerprint))
@@ -90,13 +101,13 @@ func agentHTTPClient(serverCA, fingerprint string) (*http.Client, error) {
 			return nil, errors.New("--server-fingerprint: want a SHA-256 fingerprint (64 hex digits, colons allowed)")
 		}
 		// Pinning replaces the chain check: the server must show exactly this certificate.
-		tr.TLSClientConfig.InsecureSkipVerify = true
-		tr.TLSClientConfig.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
 			if len(raw) > 0 && strings.ReplaceAll(pki.Fingerprint(raw[0]), ":", "") == want {
 				return nil
 			}
 			return errors.New("the server's certificate does not have the --server-fingerprint given")
 		}
 	}
-	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
+	return cfg, nil
 }

@@ -26,6 +26,10 @@ func loadgenCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&cfg.AgentsFile, "agents-file", "", "reuse the agents in this file if it holds at least --agents, else enroll and write them to it")
 	fs.StringVar(&cfg.WrkLua, "wrk-lua", "", "write a wrk script posting heartbeats over the agents to this file (agents in FILE.agents; `-- random` after wrk's URL picks them at random)")
 	fs.StringVar(&cfg.Order, "order", loadgen.OrderRoundRobin, "which agent sends each heartbeat: round-robin, random (uniform over the fleet) or once (every agent once, in order, then stop)")
+	fs.BoolVar(&cfg.AgentConnections, "agent-connections", false, "every agent sends on a keep-alive connection of its own (opened, with a first heartbeat each, before the timed heartbeats), as a fleet does; default: the workers share --concurrency connections")
+	fs.BoolVar(&cfg.MTLS, "mtls", false, "enroll every agent with a CSR (an ECDSA P-256 key of its own) and present its certificate on its own connection (implies --agent-connections; https:// only; keys and certificates go in --agents-file)")
+	serverCA := fs.String("server-ca", "", "trust the server's HTTPS certificate if this CA (PEM file) signed it, instead of the system's CAs")
+	serverFpr := fs.String("server-fingerprint", "", "trust only the server certificate with this SHA-256 fingerprint (as serve --tls-self-signed prints it)")
 	asJSON := fs.Bool("json", false, "print the summary as one JSON object on stdout")
 	quiet := fs.Bool("quiet", false, "no live progress line")
 	cpuProfile := fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file")
@@ -34,6 +38,13 @@ func loadgenCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	if cfg.Server == "" {
 		return errors.New("--server is required")
+	}
+	if *serverCA != "" || *serverFpr != "" {
+		trust, err := serverTrust(*serverCA, *serverFpr)
+		if err != nil {
+			return err
+		}
+		cfg.TLS = trust
 	}
 	if !*quiet {
 		cfg.Progress = progressWriter(stderr)

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -50,6 +51,13 @@ type Config struct {
 	Progress io.Writer
 	// HTTP is the shared client (default: NewHTTPClient(Concurrency)).
 	HTTP *http.Client
+	// TLS is how an https:// server is trusted (its roots or a pinned certificate) by the
+	// default HTTP client and the agents' own connections; nil: the system's roots.
+	TLS *tls.Config
+	// AgentConnections gives every agent a keep-alive connection of its own (mtls.go).
+	AgentConnections bool
+	// MTLS enrolls every agent with a CSR and presents its certificate on its own connection.
+	MTLS bool
 }
 
 // Summary is the outcome of a run (the --json output).
@@ -71,6 +79,10 @@ type Summary struct {
 	ShedLatency          *Latency          `json:"shed_latency_ms,omitempty"` // the 503s of load shedding
 	StatusCounts         map[string]uint64 `json:"status_counts"`
 	GraphQLErrorCodes    map[string]uint64 `json:"graphql_error_codes,omitempty"`
+	// With agent connections: whether they present client certificates, and their opening.
+	AgentConnections   bool          `json:"agent_connections,omitempty"`
+	ClientCertificates bool          `json:"client_certificates,omitempty"`
+	Connect            *ConnectPhase `json:"connect,omitempty"`
 }
 
 // Latency quantiles in milliseconds.
@@ -87,6 +99,9 @@ type Agent struct {
 	ID       string `json:"agent_id"`
 	Token    string `json:"token"`
 	Hostname string `json:"hostname"`
+	// With MTLS: the agent's client certificate and private key (PEM).
+	Certificate string `json:"certificate,omitempty"`
+	Key         string `json:"key,omitempty"`
 }
 
 type agentsFile struct {
@@ -140,8 +155,11 @@ func (c *Config) check() error {
 	}
 	if c.HTTP == nil {
 		c.HTTP = NewHTTPClient(c.Concurrency)
+		if c.TLS != nil {
+			c.HTTP.Transport.(*http.Transport).TLSClientConfig = c.TLS.Clone()
+		}
 	}
-	return nil
+	return c.checkMTLS(u)
 }
 
 // Run enrolls (or loads) the agents, then drives heartbeats for the duration.
@@ -150,7 +168,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, err
 	}
 	sum := &Summary{Server: cfg.Server, Mode: "rest", Agents: cfg.Agents, Concurrency: cfg.Concurrency,
-		StatusCounts: map[string]uint64{}}
+		StatusCounts: map[string]uint64{}, AgentConnections: cfg.AgentConnections, ClientCertificates: cfg.MTLS}
 	if cfg.GraphQL {
 		sum.Mode = "graphql"
 		sum.GraphQLErrorCodes = map[string]uint64{}
@@ -187,7 +205,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 	}
 	if cfg.Duration > 0 || cfg.Order == OrderOnce {
-		drive(ctx, cfg, agents, sum)
+		conns, err := openAgentConns(ctx, cfg, agents, sum)
+		if err != nil {
+			return nil, err
+		}
+		defer closeAgentConns(conns)
+		drive(ctx, cfg, agents, conns, sum)
 	}
 	return sum, nil
 }
@@ -208,8 +231,8 @@ func loadAgents(cfg Config) ([]Agent, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.AgentsFile, err)
 	}
-	if len(f.Agents) < cfg.Agents {
-		return nil, nil // too few: enroll afresh and overwrite it
+	if len(f.Agents) < cfg.Agents || (cfg.MTLS && !haveCertificates(f.Agents[:cfg.Agents])) {
+		return nil, nil // too few (or without certificates): enroll afresh and overwrite it
 	}
 	// The file is used even when written for another URL: the same agents can then drive
 	// the service and the bare-handler ceiling (whose answers ignore the tokens).
@@ -245,13 +268,20 @@ func enrollAll(ctx context.Context, cfg Config) ([]Agent, error) {
 					return
 				}
 				host := fmt.Sprintf("lg-%s-%06d", run, i)
-				en, err := client.Enroll(ctx, agent.EnrollRequest{EnrollmentToken: cfg.EnrollmentToken, Hostname: host,
-					AgentVersion: "loadgen/" + agent.Version, MachineID: "loadgen-" + run + "-" + strconv.Itoa(i)})
+				csr, key, err := enrollmentCSR(cfg, host)
+				var en *agent.Enrollment
+				if err == nil {
+					en, err = client.Enroll(ctx, agent.EnrollRequest{EnrollmentToken: cfg.EnrollmentToken, Hostname: host,
+						AgentVersion: "loadgen/" + agent.Version, MachineID: "loadgen-" + run + "-" + strconv.Itoa(i), CSR: csr})
+				}
+				if err == nil {
+					err = checkIssued(cfg, en)
+				}
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("enroll agent %d of %d: %w", i+1, cfg.Agents, err); cancel() })
 					return
 				}
-				agents[i] = Agent{ID: en.AgentID, Token: en.Token, Hostname: host}
+				agents[i] = Agent{ID: en.AgentID, Token: en.Token, Hostname: host, Certificate: en.Certificate, Key: key}
 			}
 		}()
 	}
@@ -274,6 +304,7 @@ type target struct {
 	suffix []byte // the body after it, up to the uptime's value
 	tail   []byte // the body after the uptime
 	boot   time.Time
+	own    *agentConn // the agent's own connection (nil: the worker's)
 }
 
 // uptime is the target machine's uptime now: it grows with time, as a real machine's does, so
@@ -359,8 +390,11 @@ type workerStats struct {
 	accepted uint64
 }
 
-func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
+func drive(ctx context.Context, cfg Config, agents []Agent, conns []*agentConn, sum *Summary) {
 	targets := buildTargets(cfg, agents)
+	for i, c := range conns {
+		targets[i].own = c
+	}
 	run := randomHex(6)
 	var requests, errCount atomic.Uint64
 	var cursor atomic.Uint64
@@ -433,14 +467,16 @@ func drive(ctx context.Context, cfg Config, agents []Agent, sum *Summary) {
 				body = strconv.AppendInt(body, t.uptime(), 10)
 				body = append(body, t.tail...)
 				var ok bool
-				if rawAddr != "" {
+				if rawAddr != "" || t.own != nil {
 					req = append(req[:0], t.head...)
 					req = strconv.AppendInt(req, int64(len(body)), 10)
 					req = append(req, "\r\n\r\n"...)
 					req = append(req, body...)
+					c, release := t.conn(raw)
 					began := time.Now()
-					status, err := raw.do(req, &respBuf)
+					status, err := c.do(req, &respBuf)
 					ws.latency(status, time.Since(began))
+					release()
 					if err != nil {
 						status = 0
 						if agent.Sleep(ctx, 10*time.Millisecond) != nil { // the server is gone: do not spin
@@ -598,6 +634,7 @@ func (s *Summary) Format() string {
 	if len(s.GraphQLErrorCodes) > 0 {
 		fmt.Fprintf(&b, "graphql errors: %s\n", formatCounts(s.GraphQLErrorCodes))
 	}
+	s.formatConnections(&b)
 	return b.String()
 }
 

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -12,14 +13,16 @@ import (
 	"time"
 )
 
-// rawConn is a minimal HTTP/1.1 keep-alive client for one connection, used by one worker:
-// a request is one write of pre-built bytes and the answer is parsed in place. It costs a
+// rawConn is a minimal HTTP/1.1 keep-alive client for one connection, used by one worker
+// at a time (a worker's own, or an agent's own with --agent-connections): a request is one write of pre-built bytes and the answer is parsed in place. It costs a
 // fraction of net/http's client (no per-connection goroutines or channels), so on a small
 // machine the load generator leaves the CPU to the server under test, as wrk does.
 type rawConn struct {
-	addr string
-	conn net.Conn
-	br   *bufio.Reader
+	addr    string
+	dial    func() (net.Conn, error) // nil: plain TCP to addr
+	bufSize int                      // the answer buffer (0: 16 KiB)
+	conn    net.Conn
+	br      *bufio.Reader
 }
 
 const requestTimeout = 60 * time.Second
@@ -33,18 +36,8 @@ func rawHead(u *url.URL, path, auth string) []byte {
 // do sends req (a complete request) and reads the answer's status and body into body.
 func (c *rawConn) do(req []byte, body *bytes.Buffer) (int, error) {
 	if c.conn == nil {
-		conn, err := net.DialTimeout("tcp", c.addr, 5*time.Second)
-		if err != nil {
+		if err := c.open(); err != nil {
 			return 0, err
-		}
-		if tc, ok := conn.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-		}
-		c.conn = conn
-		if c.br == nil {
-			c.br = bufio.NewReaderSize(conn, 16<<10)
-		} else {
-			c.br.Reset(conn)
 		}
 	}
 	_ = c.conn.SetDeadline(time.Now().Add(requestTimeout))
@@ -53,6 +46,28 @@ func (c *rawConn) do(req []byte, body *bytes.Buffer) (int, error) {
 		c.close()
 	}
 	return status, err
+}
+
+// open connects (with c.dial when set, e.g. a TLS handshake).
+func (c *rawConn) open() error {
+	dial := c.dial
+	if dial == nil {
+		dial = func() (net.Conn, error) { return net.DialTimeout("tcp", c.addr, 5*time.Second) }
+	}
+	conn, err := dial()
+	if err != nil {
+		return err
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	c.conn = conn
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(conn, cmp.Or(c.bufSize, 16<<10))
+	} else {
+		c.br.Reset(conn)
+	}
+	return nil
 }
 
 func (c *rawConn) close() {
