@@ -27,9 +27,10 @@ import (
 // wait, as an agent would see it. The C connections (--concurrency) share the schedule as
 // wrk2 does: connection w sends the arrivals w, w+C, w+2C, ..., one every C/rate seconds. A
 // connection whose previous answer is late sends the next request as soon as it can, and that
-// request's latency includes the wait; arrivals still unsent when the duration ends are
-// counted (Unsent) and say that the rate was not held (too few connections for the
-// latency, or a generator short of CPU: SendLag tells how late requests left).
+// request's latency includes the wait; arrivals still unsent when the duration ends (and a
+// short grace after it) are counted (Unsent) and say that the rate was not held (too few
+// connections for the latency, or a generator short of CPU: SendLag tells how late requests
+// left).
 
 // OpenLoop is the open-loop part of a summary.
 type OpenLoop struct {
@@ -46,6 +47,10 @@ type OpenLoop struct {
 	ServiceTime     Latency  `json:"service_time_ms"`
 	ShedServiceTime *Latency `json:"shed_service_time_ms,omitempty"`
 }
+
+// lastCall is how late after the end of the run an arrival scheduled within it may still be
+// sent (a timer fires a little late): later, it is counted unsent.
+const lastCall = 100 * time.Millisecond
 
 // maxRate bounds --rate.
 const maxRate = 1_000_000
@@ -146,7 +151,7 @@ func driveOpenLoop(ctx context.Context, cfg Config, agents []Agent, sum *Summary
 					case <-ctx.Done():
 					}
 				}
-				if ctx.Err() != nil || !time.Now().Before(deadline) {
+				if ctx.Err() != nil || time.Now().After(deadline.Add(lastCall)) {
 					st.unsent += st.scheduled - k // the schedule fell behind (or the run was stopped)
 					return
 				}
