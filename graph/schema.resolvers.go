@@ -107,6 +107,12 @@ func (r *eventResolver) Payload(ctx context.Context, obj *domain.Event) (map[str
 
 // SubmitHeartbeat is the resolver for the submitHeartbeat field.
 func (r *mutationResolver) SubmitHeartbeat(ctx context.Context, agentID string, input telemetry.Heartbeat) (*telemetry.Result, error) {
+	// The same bound on heartbeats in flight as REST's (the body is already decoded here, but
+	// the write is still saved).
+	if err := r.Telemetry.Admit(ctx, agentID); err != nil {
+		return nil, err
+	}
+	defer r.Telemetry.Done()
 	return r.Telemetry.Submit(ctx, agentID, &input, nil)
 }
 

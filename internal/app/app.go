@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/oneprotect/telemetry/graph"
@@ -56,7 +57,10 @@ type Config struct {
 	// source address; the zero Rate turns a limit off.
 	AgentRateLimit  pacing.Rate
 	EnrollRateLimit pacing.Rate
-	Log             *slog.Logger
+	// MaxHeartbeatsInFlight bounds the heartbeats being served at once; beyond it they are
+	// refused 503 before their bodies are read (0: no bound but the write queue's).
+	MaxHeartbeatsInFlight int
+	Log                   *slog.Logger
 	// Now is the clock; tests replace it. Nil means time.Now.
 	Now func() time.Time
 
@@ -81,7 +85,7 @@ func Defaults() Config {
 		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
 		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default(), Websocket: graph.DefaultWebsocketLimits(),
 		AgentCredentialGrace: credentials.DefaultGrace, AgentRateLimit: pacing.DefaultAgentRate, EnrollRateLimit: pacing.DefaultEnrollRate,
-		TelemetryRetention: telemetry.DefaultRetention}
+		TelemetryRetention: telemetry.DefaultRetention, MaxHeartbeatsInFlight: telemetry.DefaultMaxInFlight}
 }
 
 // App is the running service.
@@ -160,7 +164,11 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	}
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
 	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live,
-		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit, OnIdentityConflict: cfg.OnIdentityConflict}
+		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit, OnIdentityConflict: cfg.OnIdentityConflict,
+		InFlight: pacing.NewInFlight(cfg.MaxHeartbeatsInFlight)}
+	a.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "oneprotect_heartbeats_in_flight",
+		Help: "Heartbeats being served (admitted, not yet answered); --max-heartbeats-in-flight bounds them."},
+		func() float64 { return float64(a.Telemetry.InFlight.Len()) }))
 	retention := cfg.TelemetryRetention
 	if retention <= 0 {
 		retention = telemetry.DefaultRetention

@@ -1,6 +1,7 @@
 // Package loadgen drives simulated agents against a OneProtect server: it enrolls N agents,
 // then C workers send heartbeats round-robin over them (each with a new heartbeat_id) for a
-// fixed duration, and reports throughput, latency quantiles and answers by status.
+// fixed duration, and reports throughput, latency quantiles and answers by status. With a
+// Rate, the heartbeats leave on a schedule instead (open loop, openloop.go).
 package loadgen
 
 import (
@@ -35,6 +36,9 @@ type Config struct {
 	Agents          int
 	Duration        time.Duration
 	Concurrency     int
+	// Rate, when positive, sends Rate heartbeats a second on a schedule over Concurrency
+	// connections (open loop, openloop.go) instead of each worker's next when its last is answered.
+	Rate float64
 	// GraphQL sends submitHeartbeat mutations to /query instead of REST heartbeats.
 	GraphQL bool
 	// AgentsFile, when set, is read if it holds at least Agents agents (no enrollment),
@@ -77,6 +81,7 @@ type Summary struct {
 	RequestsPerSecond    float64           `json:"requests_per_second"`
 	Latency              Latency           `json:"latency_ms"`                // every answer but 503s
 	ShedLatency          *Latency          `json:"shed_latency_ms,omitempty"` // the 503s of load shedding
+	OpenLoop             *OpenLoop         `json:"open_loop,omitempty"`       // with a Rate; the latencies above are then from the scheduled times
 	StatusCounts         map[string]uint64 `json:"status_counts"`
 	GraphQLErrorCodes    map[string]uint64 `json:"graphql_error_codes,omitempty"`
 	// With agent connections: whether they present client certificates, and their opening.
@@ -153,6 +158,9 @@ func (c *Config) check() error {
 	default:
 		return fmt.Errorf("--order must be %s, %s or %s", OrderRoundRobin, OrderRandom, OrderOnce)
 	}
+	if err := c.checkRate(); err != nil {
+		return err
+	}
 	if c.HTTP == nil {
 		c.HTTP = NewHTTPClient(c.Concurrency)
 		if c.TLS != nil {
@@ -204,7 +212,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return nil, err
 		}
 	}
-	if cfg.Duration > 0 || cfg.Order == OrderOnce {
+	switch {
+	case cfg.Rate > 0 && cfg.Duration > 0:
+		driveOpenLoop(ctx, cfg, agents, sum)
+	case cfg.Duration > 0 || cfg.Order == OrderOnce:
 		conns, err := openAgentConns(ctx, cfg, agents, sum)
 		if err != nil {
 			return nil, err
@@ -630,6 +641,7 @@ func (s *Summary) Format() string {
 	if l := s.ShedLatency; l != nil {
 		fmt.Fprintf(&b, "503 answers:  p50 %.2fms  p99 %.2fms  max %.2fms\n", l.P50, l.P99, l.Max)
 	}
+	s.formatOpenLoop(&b)
 	fmt.Fprintf(&b, "status codes: %s\n", formatCounts(s.StatusCounts))
 	if len(s.GraphQLErrorCodes) > 0 {
 		fmt.Fprintf(&b, "graphql errors: %s\n", formatCounts(s.GraphQLErrorCodes))

@@ -121,10 +121,13 @@ func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
 		h.Telemetry.Count(ctx, nil, err) // Submit counts the rest
 		return nil, err
 	}
-	// The caller is checked before the body is read (CONTRACT §4's order).
-	if _, err := h.Telemetry.Caller(ctx, r.PathValue("agent_id")); err != nil {
-		return refused(err)
+	// The caller is checked before the body is read (CONTRACT §4's order), and so is the
+	// bound on heartbeats in flight: over it, the answer is 503 before the body costs
+	// anything (telemetry.Service.Admit says why the order allows it).
+	if err := h.Telemetry.Admit(ctx, r.PathValue("agent_id")); err != nil {
+		return nil, err // counted by Admit
 	}
+	defer h.Telemetry.Done()
 	data, err := h.readBody(nil, r)
 	if err != nil {
 		return refused(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/oneprotect/telemetry/internal/clones"
 	"github.com/oneprotect/telemetry/internal/credentials"
 	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/engine"
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/pacing"
 	"github.com/oneprotect/telemetry/internal/projection"
@@ -40,6 +41,8 @@ type Service struct {
 	Credentials *credentials.Policy
 	// RateLimit is the per-agent heartbeat limit (nil: none).
 	RateLimit *pacing.Limiter
+	// InFlight bounds the heartbeats being served at once (nil: no bound; see Admit).
+	InFlight *pacing.InFlight
 	// OnIdentityConflict is what happens to a credential seen from two live machines
 	// (--on-identity-conflict; conflicts.go).
 	OnIdentityConflict clones.Mode
@@ -80,6 +83,39 @@ func (s *Service) Caller(ctx context.Context, agentID string) (*domain.Principal
 	}
 	return p, s.checkCredential(p)
 }
+
+// Admit is a heartbeat's admission, which the transports ask before they read its body: the
+// caller's checks (Caller), then a place among the heartbeats in flight. With every place
+// taken it fails at once with the engine's own refusal (503 unavailable with Retry-After,
+// nothing written), so that under overload a refusal costs no body read, decode or write.
+// On success the transport calls Done once Submit has returned. Refusals are counted here.
+//
+// The caller comes first because CONTRACT §4 orders 401 and 403 before everything else, and
+// checking it costs nothing the shedding would save (the token was authenticated by the
+// middleware from its cache). What needs the body (415 to 400 and the identity checks) cannot
+// come first: reading and decoding it is the cost shedding avoids. A 503 is about the server,
+// not the request (as when the database is down), and says to send it again later, when
+// anything wrong with it is answered in the contract's order.
+func (s *Service) Admit(ctx context.Context, agentID string) error {
+	if _, err := s.Caller(ctx, agentID); err != nil {
+		s.Count(ctx, nil, err)
+		return err
+	}
+	if !s.InFlight.Acquire() {
+		s.Count(ctx, nil, engine.ErrOverloaded)
+		return engine.ErrOverloaded
+	}
+	return nil
+}
+
+// Done gives back the place an Admit took.
+func (s *Service) Done() { s.InFlight.Release() }
+
+// DefaultMaxInFlight is the default bound on heartbeats in flight: the write engine's queue
+// bound (internal/store: 512 writes, a few tens of milliseconds of the SQLite writer). More
+// admitted heartbeats than that would only wait in front of the queue and then be refused by
+// it, after their bodies were read and decoded.
+const DefaultMaxInFlight = 512
 
 // submit is Submit without the counter (metrics.go).
 func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {

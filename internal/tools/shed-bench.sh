@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Load-shedding benchmark (BENCHMARKS.md, "Shedding load"): heartbeats at the sustainable rate,
+# then at three times it, from an open-loop load generator (`oneprotect loadgen --rate`: arrivals
+# on a schedule, each latency measured from its scheduled time). On a fresh SQLite database it
+# enrolls AGENTS agents and primes their first heartbeats, then, agents at random:
+#
+#   1. closed loop, 64 connections: the throughput the server reaches when the load waits for it;
+#   2. open loop at each of RATES over CONNS connections: the sustainable rate is the highest
+#      that held (at most 0.1% of the arrivals unsent, no 503, p99 at most 100 ms from the
+#      scheduled times);
+#   3. open loop at 3 x that rate (or 3 x --over-base) over CONNS connections: accepted count,
+#      rate and p99, the 503s' count, p50 and p99 (all from the scheduled times), the arrivals
+#      never sent and how late the generator sent; with --bounds, once per bound, the server
+#      restarted with --max-heartbeats-in-flight at each.
+#
+# Each phase also prints the CPU seconds of the server and of the load generator, and the group
+# commits (how many, writes each, mean duration, how many over 50 and 100 ms).
+#
+#   internal/tools/shed-bench.sh [--agents 50000] [--duration 15s] [--rates "4000 4500 5000"]
+#                                [--over-base N] [--bounds "512 64"] [--connections 2000]
+#                                [--bin PATH] [--serve-flags "..."] [--profile FILE] [--json DIR]
+#
+# --rates "" skips phases 1 and 2 (then --over-base is needed). --profile writes the server's CPU
+# profile of (each) phase 3 to FILE (FILE.BOUND with --bounds); --json keeps each phase's loadgen
+# --json output in DIR. Needs jq, curl and bc; everything listens on 127.0.0.1 and the load
+# generator shares the machine's cores with the server.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. internal/tools/bench-lib.sh
+AGENTS=50000; DURATION=15s; RATES="4000 4500 5000"; BASE=""; BOUNDS=""; CONNS=2000; BIN=""; SERVE_FLAGS=""
+PROFILE=""; JSONDIR=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --agents) AGENTS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --rates) RATES=$2; shift 2 ;;
+    --over-base) BASE=$2; shift 2 ;;
+    --bounds) BOUNDS=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --bin) BIN=$2; shift 2 ;;
+    --serve-flags) SERVE_FLAGS=$2; shift 2 ;;
+    --profile) PROFILE=$2; shift 2 ;;
+    --json) JSONDIR=$2; shift 2 ;;
+    *) echo "unknown flag $1" >&2; exit 2 ;;
+  esac
+done
+WORK=$(mktemp -d)
+SVC=127.0.0.1:18775; SVC_PID=""; PPROF=127.0.0.1:18776
+cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
+[ -n "$JSONDIR" ] && mkdir -p "$JSONDIR"
+# Thousands of connections: more open files than the usual soft limit of 1024.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+extra=(--agent-rate-limit 0 --enroll-rate-limit 0)
+# shellcheck disable=SC2206
+extra+=($SERVE_FLAGS)
+[ -n "$PROFILE" ] && extra+=(--pprof-addr "$PPROF")
+# bench_start DB [FLAGS...]: the service on DB with the bench's flags and FLAGS.
+bench_start() {
+  local db=$1; shift
+  "$BIN" serve --db "$db" --addr "$SVC" "${extra[@]}" "$@" 2>>"$WORK/serve.log" &
+  SVC_PID=$!
+  for _ in $(seq 1 300); do curl -sf "http://$SVC/readyz" >/dev/null && break; sleep 0.1; done
+}
+
+# commits NAME: the group commits since the last call: how many, their mean size and duration,
+# and how many took over 50 and 100 ms (the writer stalled, e.g. on a slow fsync).
+COMMITS_BEFORE=""
+commits() {
+  local now
+  now=$(curl -s "http://$SVC/metrics" | awk '
+    /^oneprotect_group_commit_seconds_count/ {c=$2} /^oneprotect_group_commit_seconds_sum/ {s=$2}
+    /^oneprotect_group_commit_size_sum/ {w=$2}
+    /^oneprotect_group_commit_seconds_bucket\{le="0.05"\}/ {b50=$2} /^oneprotect_group_commit_seconds_bucket\{le="0.1"\}/ {b100=$2}
+    END {print c, s, w, c - b50, c - b100}')
+  if [ -n "$COMMITS_BEFORE" ]; then
+    echo "$COMMITS_BEFORE $now" | awk -v name="$1" '{c=$6-$1; if (c > 0) printf "%s: %d commits, %.1f writes each, mean %.2f ms; over 50 ms: %d, over 100 ms: %d\n", name, c, ($8-$3)/c, ($7-$2)/c*1000, $9-$4, $10-$5}'
+  fi
+  COMMITS_BEFORE=$now
+}
+cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+# phase NAME LOADGEN_FLAGS...: one loadgen run over the fleet at random; its JSON in $WORK/NAME.json.
+phase() {
+  local name=$1 before lg; shift
+  before=$(cpu_secs "$SVC_PID")
+  lg=$( { TIMEFORMAT=%U+%S; time "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
+    --order random --duration "$DURATION" --quiet --json "$@" > "$WORK/$name.json"; } 2>&1 )
+  echo "$name: CPU seconds: server $(echo "$(cpu_secs "$SVC_PID") - $before" | bc), load generator $(echo "$lg" | bc)"
+  commits "$name"
+  [ -n "$JSONDIR" ] && cp "$WORK/$name.json" "$JSONDIR/"
+  jq -r --arg name "$name" '
+    def ms: . * 10 | round / 10;
+    "\($name): sent \(.requests) (\(.requests_per_second | round)/s); accepted \(.accepted) (\(.accepted / .duration_seconds | round)/s), p50 \(.latency_ms.p50 | ms) ms, p99 \(.latency_ms.p99 | ms) ms"
+    + (if .shed_latency_ms then "; 503 \(.status_counts["503"]), p50 \(.shed_latency_ms.p50 | ms) ms, p99 \(.shed_latency_ms.p99 | ms) ms" else "; no 503" end)
+    + (if .open_loop then "; unsent \(.open_loop.unsent), send lag p99 \(.open_loop.send_lag_ms.p99 | ms) ms" else "" end)
+    + "; status \(.status_counts | to_entries | map("\(.key)=\(.value)") | join(" "))"' "$WORK/$name.json"
+}
+
+# overload NAME: phase NAME at $OVER/s, with the server's CPU profile when asked.
+overload() {
+  local prof=""
+  if [ -n "$PROFILE" ]; then
+    local secs=${DURATION%s} out=$PROFILE
+    [ -n "$BOUNDS" ] && out=$PROFILE.$2
+    (sleep 2; curl -s "http://$PPROF/debug/pprof/profile?seconds=$((secs - 4))" > "$out") &
+    prof=$!
+  fi
+  phase "$1" --rate "$OVER" --concurrency "$CONNS"
+  if [ -n "$prof" ]; then wait "$prof"; fi
+}
+
+DB=$WORK/shed.db
+bench_start "$DB"
+echo "server: $("$BIN" version 2>/dev/null | head -1), flags: ${extra[*]}"
+bench_enroll "$DB" "Shed" "$AGENTS" 64
+"$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
+  --concurrency 64 --quiet --json > "$WORK/prime.json"
+jq -r '"first heartbeats: \(.requests) in \(.duration_seconds | floor)s, errors \(.errors)"' "$WORK/prime.json"
+# Earlier writes (the enrollment, another benchmark's files) flushed now, not during a phase.
+sync
+commits start
+
+held=0
+if [ -n "$RATES" ]; then
+  phase closed-64 --concurrency 64
+  for rate in $RATES; do
+    phase "open-$rate" --rate "$rate" --concurrency "$CONNS"
+    if jq -e '.open_loop.unsent <= .open_loop.scheduled / 1000 and (.status_counts["503"] // 0) == 0 and .errors == 0
+      and .latency_ms.p99 <= 100' "$WORK/open-$rate.json" >/dev/null; then held=$rate; fi
+  done
+  echo "sustainable: $held/s (the highest rate that held)"
+fi
+OVER=$((3 * ${BASE:-$held}))
+if [ "$OVER" -eq 0 ]; then echo "no rate held: give --over-base" >&2; exit 1; fi
+if [ -z "$BOUNDS" ]; then
+  overload "open-$OVER"
+else
+  for bound in $BOUNDS; do
+    bench_stop
+    bench_start "$DB" --max-heartbeats-in-flight "$bound"
+    COMMITS_BEFORE=""; commits start
+    overload "open-$OVER-bound-$bound" "$bound"
+  done
+fi
+curl -s "http://$SVC/metrics" | grep -E '^oneprotect_heartbeats_total' | sed 's/^/server: /'
+bench_stop
