@@ -60,8 +60,11 @@ esac
 
 # Bench flags: no per-agent rate limit (a load test sends far faster than an agent would).
 extra=()
-"$BIN" serve -h 2>&1 | grep -q -- '-agent-rate-limit' && extra+=(--agent-rate-limit 0)
-"$BIN" serve -h 2>&1 | grep -q -- '-enroll-rate-limit' && extra+=(--enroll-rate-limit 0)
+# (The help is read once: piped into grep -q under pipefail, serve could die of SIGPIPE and the
+# flag be skipped.)
+serve_help=$("$BIN" serve -h 2>&1 || true)
+grep -q -- '-agent-rate-limit' <<<"$serve_help" && extra+=(--agent-rate-limit 0)
+grep -q -- '-enroll-rate-limit' <<<"$serve_help" && extra+=(--enroll-rate-limit 0)
 # shellcheck disable=SC2206
 extra+=($SERVE_FLAGS)
 PPROF=127.0.0.1:18774
