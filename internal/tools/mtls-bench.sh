@@ -95,7 +95,7 @@ token=$(gql '{"query":"mutation($s: ID!, $n: Int) { createEnrollmentToken(input:
 "$BIN" loadgen --server "$URL" $(trust) --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
   --concurrency "$CONNS" --quiet --json | jq -r '"first heartbeats: \(.requests_per_second | floor) req/s, errors \(.errors)"'
 
-echo "== $AGENTS agents, one keep-alive connection each; $CONNS workers, $DURATION per phase; $DBKIND"
+echo "== $AGENTS agents, one keep-alive connection each; $CONNS workers, $DURATION per phase; $DBKIND; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 modes="tls mtls"; [ -n "$PLAIN" ] && modes="$modes http"
 : > "$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
@@ -124,7 +124,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 [ -n "$SVC_PID" ] && { kill "$SVC_PID"; wait "$SVC_PID" 2>/dev/null || true; SVC_PID=""; }
 
-echo "== medians over $ROUNDS rounds"
+echo "== medians over $ROUNDS rounds (load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 for mode in $modes; do
   med() { awk -F'\t' -v m="$mode" -v c="$1" '$1 == m {print $c}' "$WORK/results" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
   printf "%-4s connect %s/s; heartbeats %s req/s, p99 %s ms; server CPU %s us/heartbeat\n" "$mode" "$(med 3)" "$(med 5)" "$(med 7)" "$(med 9)"
