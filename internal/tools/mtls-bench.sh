@@ -42,7 +42,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 WORK=$(mktemp -d)
-SVC=127.0.0.1:18775; PPROF=127.0.0.1:18776; SVC_PID=""; FPR=""
+SVC=127.0.0.1:18777; PPROF=127.0.0.1:18778; SVC_PID=""; FPR=""
 PGNAME="oneprotect_mtls_bench_$$"
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
