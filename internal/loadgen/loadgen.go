@@ -413,36 +413,9 @@ func drive(ctx context.Context, cfg Config, agents []Agent, conns []*agentConn, 
 	start := time.Now()
 	deadline := start.Add(cfg.Duration)
 
-	stopProgress := make(chan struct{})
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		if cfg.Progress == nil {
-			return
-		}
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stopProgress:
-				fmt.Fprintf(cfg.Progress, "\r%80s\r", "")
-				return
-			case <-tick.C:
-				el := time.Since(start).Seconds()
-				n := requests.Load()
-				fmt.Fprintf(cfg.Progress, "\relapsed %4.0fs  requests %9d  req/s %8.0f  errors %-9d", el, n, float64(n)/el, errCount.Load())
-			}
-		}
-	}()
+	stopProgress := progress(cfg, start, &requests, &errCount)
 
-	// Plain http:// goes through the raw keep-alive client; https:// through net/http.
-	rawAddr := ""
-	if u, _ := url.Parse(cfg.Server); u.Scheme == "http" {
-		rawAddr = u.Host
-		if u.Port() == "" {
-			rawAddr = net.JoinHostPort(u.Hostname(), "80")
-		}
-	}
+	rawAddr := rawAddress(cfg.Server)
 	var wg sync.WaitGroup
 	for w := range cfg.Concurrency {
 		ws := &workerStats{status: map[int]uint64{}, gqlCodes: map[string]uint64{}}
@@ -508,9 +481,51 @@ func drive(ctx context.Context, cfg Config, agents []Agent, conns []*agentConn, 
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	close(stopProgress)
-	<-progressDone
+	stopProgress()
+	sum.collect(stats, requests.Load(), errCount.Load(), elapsed)
+}
 
+// progress prints the live progress line once a second until the returned stop is called.
+func progress(cfg Config, start time.Time, requests, errCount *atomic.Uint64) (stop func()) {
+	if cfg.Progress == nil {
+		return func() {}
+	}
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-quit:
+				fmt.Fprintf(cfg.Progress, "\r%80s\r", "")
+				return
+			case <-tick.C:
+				el := max(time.Since(start).Seconds(), 1e-3)
+				n := requests.Load()
+				fmt.Fprintf(cfg.Progress, "\relapsed %4.0fs  requests %9d  req/s %8.0f  errors %-9d", el, n, float64(n)/el, errCount.Load())
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
+// rawAddress is the host:port for the raw keep-alive client when the server is plain
+// http://, or "" for https://, which goes through net/http.
+func rawAddress(server string) string {
+	u, _ := url.Parse(server)
+	if u == nil || u.Scheme != "http" {
+		return ""
+	}
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), "80")
+	}
+	return u.Host
+}
+
+// collect folds the workers' counters into the summary: requests, rates, latencies (503s
+// apart) and answers by status.
+func (sum *Summary) collect(stats []*workerStats, requests, errs uint64, elapsed time.Duration) {
 	var all, shed histogram
 	for _, ws := range stats {
 		all.merge(&ws.hist)
@@ -527,18 +542,21 @@ func drive(ctx context.Context, cfg Config, agents []Agent, conns []*agentConn, 
 			sum.GraphQLErrorCodes[code] += n
 		}
 	}
-	sum.Requests = requests.Load()
-	sum.Errors = errCount.Load()
+	sum.Requests, sum.Errors = requests, errs
 	sum.DurationSeconds = elapsed.Seconds()
 	if sum.DurationSeconds > 0 {
 		sum.RequestsPerSecond = float64(sum.Requests) / sum.DurationSeconds
 	}
-	sum.Latency = Latency{P50: all.quantile(0.50), P95: all.quantile(0.95), P99: all.quantile(0.99),
-		Max: float64(all.max) / 1000, Mean: all.meanMillis()}
+	sum.Latency = latencyOf(&all)
 	if shed.total > 0 {
-		sum.ShedLatency = &Latency{P50: shed.quantile(0.50), P95: shed.quantile(0.95), P99: shed.quantile(0.99),
-			Max: float64(shed.max) / 1000, Mean: shed.meanMillis()}
+		l := latencyOf(&shed)
+		sum.ShedLatency = &l
 	}
+}
+
+func latencyOf(h *histogram) Latency {
+	return Latency{P50: h.quantile(0.50), P95: h.quantile(0.95), P99: h.quantile(0.99),
+		Max: float64(h.max) / 1000, Mean: h.meanMillis()}
 }
 
 // send posts one heartbeat and records it; ok is false for anything but an accepted one.

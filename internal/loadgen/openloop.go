@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -123,13 +121,7 @@ func driveOpenLoop(ctx context.Context, cfg Config, agents []Agent, sum *Summary
 	deadline := start.Add(cfg.Duration)
 	stopProgress := progress(cfg, start, &requests, &errCount)
 
-	rawAddr := ""
-	if u, _ := url.Parse(cfg.Server); u.Scheme == "http" {
-		rawAddr = u.Host
-		if u.Port() == "" {
-			rawAddr = net.JoinHostPort(u.Hostname(), "80")
-		}
-	}
+	rawAddr := rawAddress(cfg.Server)
 	var wg sync.WaitGroup
 	for w := range cfg.Concurrency {
 		st := &openStats{workerStats: workerStats{status: map[int]uint64{}, gqlCodes: map[string]uint64{}}}
@@ -200,34 +192,13 @@ func driveOpenLoop(ctx context.Context, cfg Config, agents []Agent, sum *Summary
 	elapsed := time.Since(start)
 	stopProgress()
 
-	var all, shed histogram
+	workers := make([]*workerStats, len(stats))
 	var ol openStats
-	for _, st := range stats {
-		all.merge(&st.hist)
-		shed.merge(&st.shed)
+	for i, st := range stats {
+		workers[i] = &st.workerStats
 		ol.merge(st)
-		sum.Accepted += st.accepted
-		for code, n := range st.status {
-			key := strconv.Itoa(code)
-			if code == 0 {
-				key = "transport_error"
-			}
-			sum.StatusCounts[key] += n
-		}
-		for code, n := range st.gqlCodes {
-			sum.GraphQLErrorCodes[code] += n
-		}
 	}
-	sum.Requests, sum.Errors = requests.Load(), errCount.Load()
-	sum.DurationSeconds = elapsed.Seconds()
-	if sum.DurationSeconds > 0 {
-		sum.RequestsPerSecond = float64(sum.Requests) / sum.DurationSeconds
-	}
-	sum.Latency = latencyOf(&all)
-	if shed.total > 0 {
-		l := latencyOf(&shed)
-		sum.ShedLatency = &l
-	}
+	sum.collect(workers, requests.Load(), errCount.Load(), elapsed)
 	sum.OpenLoop = &OpenLoop{Rate: cfg.Rate, Scheduled: ol.scheduled, Unsent: ol.unsent,
 		SendLag: latencyOf(&ol.lag), ServiceTime: latencyOf(&ol.service)}
 	if sum.DurationSeconds > 0 {
@@ -237,11 +208,6 @@ func driveOpenLoop(ctx context.Context, cfg Config, agents []Agent, sum *Summary
 		l := latencyOf(&ol.shedService)
 		sum.OpenLoop.ShedServiceTime = &l
 	}
-}
-
-func latencyOf(h *histogram) Latency {
-	return Latency{P50: h.quantile(0.50), P95: h.quantile(0.95), P99: h.quantile(0.99),
-		Max: float64(h.max) / 1000, Mean: h.meanMillis()}
 }
 
 // appendBody appends the heartbeat body of t with the heartbeat id idPrefix+seq to b.
@@ -271,31 +237,6 @@ func postHTTP(ctx context.Context, cfg Config, t *target, body []byte, buf *byte
 		return 0, err
 	}
 	return resp.StatusCode, nil
-}
-
-// progress prints the live progress line once a second until the returned stop is called.
-func progress(cfg Config, start time.Time, requests, errCount *atomic.Uint64) (stop func()) {
-	if cfg.Progress == nil {
-		return func() {}
-	}
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-quit:
-				fmt.Fprintf(cfg.Progress, "\r%80s\r", "")
-				return
-			case <-tick.C:
-				el := max(time.Since(start).Seconds(), 1e-3)
-				n := requests.Load()
-				fmt.Fprintf(cfg.Progress, "\relapsed %4.0fs  requests %9d  req/s %8.0f  errors %-9d", el, n, float64(n)/el, errCount.Load())
-			}
-		}
-	}()
-	return func() { close(quit); <-done }
 }
 
 // formatOpenLoop adds the open-loop lines of the summary.
