@@ -132,6 +132,14 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		st.Close()
 		return nil, err
 	}
+	warnings, err := st.SettingWarnings(ctx)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	for _, w := range warnings {
+		cfg.Log.Warn(w)
+	}
 	key, err := st.Secret(ctx, "cursor-key", randomHex)
 	if err != nil {
 		st.Close()
