@@ -53,7 +53,10 @@ case "$DBKIND" in
   sqlite) DB=$WORK/fleet.db ;;
   postgres)
     [ -z "$REUSE" ] && { psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME" >/dev/null; psql "$PG/postgres" -qc "CREATE DATABASE $PGNAME" >/dev/null; }
-    DB="$PG/$PGNAME?sslmode=disable" ;;
+    DB="$PG/$PGNAME?sslmode=disable"
+    # The figures depend on these; autovacuum off (some CI images) bloats the liveness table and
+    # leaves plans made on small tables in place.
+    echo "PostgreSQL: $(psql "$PG/postgres" -Atc "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('autovacuum', 'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'synchronous_commit')")" ;;
   *) echo "--db must be sqlite or postgres" >&2; exit 2 ;;
 esac
 [ -z "$REUSE" ] && [ "$DBKIND" = sqlite ] && rm -f "$DB" "$DB-wal" "$DB-shm"
@@ -77,14 +80,14 @@ bench_start() {
 
 db_bytes() {
   if [ "$DBKIND" = sqlite ]; then
-    sqlite3 "$DB" 'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count());' |
-      awk -v ps="$(sqlite3 "$DB" 'PRAGMA page_size')" '{print $1 * ps}'
+    sqlite3 -cmd ".timeout 10000" "$DB" 'SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count());' |
+      awk -v ps="$(sqlite3 -cmd ".timeout 10000" "$DB" 'PRAGMA page_size')" '{print $1 * ps}'
   else
     psql "$PG/$PGNAME" -Atc "SELECT pg_database_size(current_database())"
   fi
 }
 log_rows() {
-  if [ "$DBKIND" = sqlite ]; then sqlite3 "$DB" 'SELECT count(*) FROM heartbeats'
+  if [ "$DBKIND" = sqlite ]; then sqlite3 -cmd ".timeout 10000" "$DB" 'SELECT count(*) FROM heartbeats'
   else psql "$PG/$PGNAME" -Atc 'SELECT count(*) FROM heartbeats'; fi
 }
 wrk_line() { # label, wrk output
