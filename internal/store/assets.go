@@ -12,98 +12,74 @@ import (
 	"github.com/oneprotect/telemetry/internal/projection"
 )
 
+// assetRow is the assets table. Its inventory columns (projection.Columns) are read and
+// written through projection.Snapshot, not through the row.
 type assetRow struct {
 	bun.BaseModel `bun:"table:assets,alias:a"`
-	ID            string   `bun:"id,pk"`
-	Ref           int64    `bun:"ref"`
-	TenantID      string   `bun:"tenant_id"`
-	SiteID        string   `bun:"site_id"`
-	AgentID       string   `bun:"agent_id"`
-	Hostname      string   `bun:"hostname"`
-	AgentVersion  *string  `bun:"agent_version"`
-	OSName        *string  `bun:"os_name"`
-	OSVersion     *string  `bun:"os_version"`
-	OSKernel      *string  `bun:"os_kernel"`
-	OSArch        *string  `bun:"os_arch"`
-	IPAddresses   string   `bun:"ip_addresses"`
-	MACAddresses  string   `bun:"mac_addresses"`
-	CPUCount      *int     `bun:"cpu_count"`
-	MemoryBytes   *float64 `bun:"memory_bytes"`
-	Facts         string   `bun:"facts"`
-	BootTime      *int64   `bun:"boot_time"`
-	FirstSeenAt   int64    `bun:"first_seen_at"`
-
-	// From asset_liveness (assetSelect).
-	LastSeenAt     *int64 `bun:"last_seen_at,scanonly"`
-	HeartbeatCount *int64 `bun:"heartbeat_count,scanonly"`
+	ID            string `bun:"id,pk"`
+	Ref           int64  `bun:"ref"`
+	TenantID      string `bun:"tenant_id"`
+	SiteID        string `bun:"site_id"`
+	AgentID       string `bun:"agent_id"`
+	FirstSeenAt   int64  `bun:"first_seen_at"`
 }
 
-// assetSelect selects assets with their liveness.
-func assetSelect(db bun.IDB, model any) *bun.SelectQuery {
-	return db.NewSelect().Model(model).ColumnExpr("a.*").ColumnExpr("l.last_seen_at, l.heartbeat_count").
+// assetColumns is what an asset listing reads, in scanAssets' order: the asset's own columns,
+// its inventory and its liveness.
+var assetColumns = "a.id, a.tenant_id, a.site_id, a.agent_id, a.first_seen_at, a." +
+	strings.Join(projection.Columns, ", a.") + ", l.last_seen_at, l.heartbeat_count"
+
+// assetSelect selects assets with their liveness, for scanAssets.
+func assetSelect(db bun.IDB) *bun.SelectQuery {
+	return db.NewSelect().Model((*assetRow)(nil)).ColumnExpr(assetColumns).
 		Join("LEFT JOIN asset_liveness AS l ON l.asset_ref = a.ref")
 }
 
-// snapshot decodes the stored inventory. Its JSON columns are only ever written from encoded
-// values, so an error here means a damaged row, and it is reported rather than hidden.
-func (r *assetRow) snapshot() (projection.Snapshot, error) {
-	snap := projection.Snapshot{Hostname: r.Hostname, AgentVersion: r.AgentVersion, CPUCount: r.CPUCount,
-		MemoryBytes: r.MemoryBytes, BootTime: r.BootTime}
-	if r.OSName != nil || r.OSVersion != nil || r.OSKernel != nil || r.OSArch != nil {
-		snap.OS = &domain.OperatingSystem{Name: r.OSName, Version: r.OSVersion, Kernel: r.OSKernel, Arch: r.OSArch}
-	}
-	for _, c := range []struct {
-		col string
-		dst any
-	}{{r.IPAddresses, &snap.IPAddresses}, {r.MACAddresses, &snap.MACAddresses}, {r.Facts, &snap.Facts}} {
-		if err := json.Unmarshal([]byte(c.col), c.dst); err != nil {
-			return snap, fmt.Errorf("asset %s: %w", r.ID, err)
-		}
-	}
-	if snap.IPAddresses == nil {
-		snap.IPAddresses = []string{}
-	}
-	if snap.MACAddresses == nil {
-		snap.MACAddresses = []string{}
-	}
-	if snap.Facts == nil {
-		snap.Facts = map[string]any{}
-	}
-	return snap, nil
-}
-
-func (r *assetRow) toDomain(cut OnlineCutoffs) (*domain.Asset, error) {
-	snap, err := r.snapshot()
+// scanAssets runs an assetSelect query and reads its rows.
+func scanAssets(ctx context.Context, q *bun.SelectQuery, cut OnlineCutoffs) ([]*domain.Asset, error) {
+	rows, err := q.Rows(ctx)
 	if err != nil {
 		return nil, err
 	}
+	defer rows.Close()
+	out := []*domain.Asset{}
+	var r assetRow
+	var lastSeen, count *int64
+	var inv projection.Row
+	dest := []any{&r.ID, &r.TenantID, &r.SiteID, &r.AgentID, &r.FirstSeenAt}
+	n := len(dest)
+	for rows.Next() {
+		dest = append(inv.Dest(dest[:n]), &lastSeen, &count)
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		snap, err := inv.Snapshot()
+		if err != nil {
+			return nil, fmt.Errorf("asset %s: %w", r.ID, err)
+		}
+		out = append(out, toDomain(&r, &snap, lastSeen, count, cut))
+	}
+	return out, rows.Err()
+}
+
+// toDomain is the API's asset: which inventory fields it shows, and how, is the GraphQL
+// schema's choice (the boot time as an uptime, the agent version on the identity).
+func toDomain(r *assetRow, snap *projection.Snapshot, lastSeen, count *int64, cut OnlineCutoffs) *domain.Asset {
 	a := &domain.Asset{ID: r.ID, TenantID: r.TenantID, SiteID: r.SiteID, AgentID: r.AgentID, Hostname: snap.Hostname,
 		OS: snap.OS, IPAddresses: snap.IPAddresses, MACAddresses: snap.MACAddresses, CPUCount: snap.CPUCount,
 		MemoryBytes: snap.MemoryBytes, Facts: snap.Facts, FirstSeenAt: FromMicros(r.FirstSeenAt)}
 	a.LastSeenAt = a.FirstSeenAt
-	if r.LastSeenAt != nil {
-		a.LastSeenAt, a.Online = FromMicros(*r.LastSeenAt), *r.LastSeenAt > cut.For(r.SiteID)
+	if lastSeen != nil {
+		a.LastSeenAt, a.Online = FromMicros(*lastSeen), *lastSeen > cut.For(r.SiteID)
 	}
-	if r.HeartbeatCount != nil {
-		a.HeartbeatCount = int(*r.HeartbeatCount)
+	if count != nil {
+		a.HeartbeatCount = int(*count)
 	}
-	if r.BootTime != nil && r.LastSeenAt != nil && *r.LastSeenAt >= *r.BootTime {
-		up := float64(*r.LastSeenAt-*r.BootTime) / 1e6
+	if b := snap.BootTime; b != nil && lastSeen != nil && *lastSeen >= *b {
+		up := float64(*lastSeen-*b) / 1e6
 		a.UptimeSeconds = &up
 	}
-	return a, nil
-}
-
-func assetsToDomain(rows []assetRow, cut OnlineCutoffs) ([]*domain.Asset, error) {
-	out := make([]*domain.Asset, len(rows))
-	for i := range rows {
-		a, err := rows[i].toDomain(cut)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = a
-	}
-	return out, nil
+	return a
 }
 
 // AssetFilter narrows an asset listing. OnlineSince is the unix-microsecond instant after
@@ -146,15 +122,11 @@ func (s *Store) Assets(ctx context.Context, tenantID string, f AssetFilter, afte
 	if f.cutoffs, err = s.onlineCutoffs(ctx, tenantID, f.OnlineSince); err != nil {
 		return nil, err
 	}
-	var rows []assetRow
-	q := f.apply(assetSelect(s.R, &rows).Where("a.tenant_id = ?", tenantID))
+	q := f.apply(assetSelect(s.R).Where("a.tenant_id = ?", tenantID))
 	if afterID != "" {
 		q = q.Where("a.id > ?", afterID)
 	}
-	if err := q.Order("a.id").Limit(int64(limit) + 1).Scan(ctx); err != nil {
-		return nil, mapErr(err)
-	}
-	out, err := assetsToDomain(rows, f.cutoffs)
+	out, err := scanAssets(ctx, q.Order("a.id").Limit(int64(limit)+1), f.cutoffs)
 	return out, mapErr(err)
 }
 
@@ -219,12 +191,7 @@ func (s *Store) AssetsByID(ctx context.Context, tenantID string, ids []string, o
 	if err != nil {
 		return nil, err
 	}
-	var rows []assetRow
-	err = assetSelect(s.R, &rows).Where("a.tenant_id = ? AND a.id IN (?)", tenantID, bun.In(ids)).Scan(ctx)
-	if err != nil {
-		return nil, mapErr(err)
-	}
-	out, err := assetsToDomain(rows, cut)
+	out, err := scanAssets(ctx, assetSelect(s.R).Where("a.tenant_id = ? AND a.id IN (?)", tenantID, bun.In(ids)), cut)
 	return out, mapErr(err)
 }
 
@@ -349,8 +316,8 @@ func (s *Store) replay(ctx context.Context, tx bun.Tx, r *eventRow) error {
 		if err := json.Unmarshal([]byte(r.Payload), &snap); err != nil {
 			return err
 		}
-		_, err := tx.Tx.ExecContext(ctx, s.hb.insertAsset, append([]any{*r.AssetID, ident.AssetRef, r.TenantID, ident.SiteID,
-			*r.AgentID, r.OccurredAt}, snapshotArgs(&snap)...)...)
+		_, err := tx.Tx.ExecContext(ctx, s.hb.insertAsset, snap.Values([]any{*r.AssetID, ident.AssetRef, r.TenantID, ident.SiteID,
+			*r.AgentID, r.OccurredAt})...)
 		return err
 	case domain.EventInventoryChanged:
 		old, err := s.assetSnapshot(ctx, tx.Tx, r.TenantID, ident.AssetRef)
@@ -361,7 +328,7 @@ func (s *Store) replay(ctx context.Context, tx bun.Tx, r *eventRow) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.Tx.ExecContext(ctx, s.hb.updateAsset, append(snapshotArgs(&snap), ident.AssetRef, r.TenantID)...)
+		_, err = tx.Tx.ExecContext(ctx, s.hb.updateAsset, append(snap.Values(nil), ident.AssetRef, r.TenantID)...)
 		return err
 	}
 	return nil

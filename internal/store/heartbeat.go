@@ -78,8 +78,15 @@ type heartbeatStatements struct {
 
 const (
 	logColumns       = `tenant_ref, agent_ref, relayed, received_at, sent_at, heartbeat_id, request_hash`
-	assetInvColumns  = `hostname, agent_version, os_name, os_version, os_kernel, os_arch, ip_addresses, mac_addresses, cpu_count, memory_bytes, facts, boot_time`
 	livenessFastCond = `asset_ref = ? AND agent_ref = ? AND inventory_hash = ? AND (? OR boot_time BETWEEN ? AND ?)`
+)
+
+// The asset's inventory columns (projection.Columns) as the statements that read and write
+// them list them.
+var (
+	assetInvColumns = strings.Join(projection.Columns, ", ")
+	assetInvSet     = strings.Join(projection.Columns, " = ?, ") + " = ?"
+	assetInvValues  = strings.Repeat(", ?", len(projection.Columns))
 )
 
 func newHeartbeatStatements(d Dialect, rebind func(string) string) *heartbeatStatements {
@@ -116,10 +123,8 @@ SELECT (SELECT count(*) FROM ok), (SELECT count(*) FROM log), (SELECT count(*) F
   WHERE asset_ref = ?` + lock),
 		asset: rebind(`SELECT ` + assetInvColumns + ` FROM assets WHERE ref = ? AND tenant_id = ?`),
 		insertAsset: rebind(`INSERT INTO assets (id, ref, tenant_id, site_id, agent_id, first_seen_at, ` + assetInvColumns + `)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
-		updateAsset: rebind(`UPDATE assets SET hostname = ?, agent_version = ?, os_name = ?, os_version = ?, os_kernel = ?,
-  os_arch = ?, ip_addresses = ?, mac_addresses = ?, cpu_count = ?, memory_bytes = ?, facts = ?, boot_time = ?
-  WHERE ref = ? AND tenant_id = ?`),
+  VALUES (?, ?, ?, ?, ?, ?` + assetInvValues + `)`),
+		updateAsset: rebind(`UPDATE assets SET ` + assetInvSet + ` WHERE ref = ? AND tenant_id = ?`),
 		insertLiveness: rebind(`INSERT INTO asset_liveness (asset_ref, tenant_ref, site_ref, agent_ref, last_seen_at, last_sent_at,
   heartbeat_count, inventory_hash, boot_time) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)`),
 		updateLiveness: rebind(`UPDATE asset_liveness SET agent_ref = ?, site_ref = ?, last_seen_at = ?, last_sent_at = ?,
@@ -325,8 +330,7 @@ func (s *Store) projectSlow(ctx context.Context, tx *preparedTx, w *HeartbeatWri
 		if snap.AgentVersion == nil {
 			snap.AgentVersion = id.AgentVersion
 		}
-		if _, err := tx.ExecContext(ctx, st.insertAsset, append([]any{id.AssetID, id.AssetRef, id.TenantID, id.SiteID, id.AgentID, at},
-			snapshotArgs(&snap)...)...); err != nil {
+		if _, err := tx.ExecContext(ctx, st.insertAsset, snap.Values([]any{id.AssetID, id.AssetRef, id.TenantID, id.SiteID, id.AgentID, at})...); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, st.insertEvent, ids.At(w.ReceivedAt), id.TenantID, domain.EventAssetDiscovered, id.AssetID,
@@ -342,7 +346,7 @@ func (s *Store) projectSlow(ctx context.Context, tx *preparedTx, w *HeartbeatWri
 		// retried old heartbeat is recorded but never moves the inventory backwards.
 		merged := old.Merge(w.Report)
 		if changes := projection.Diff(&old, &merged); len(changes) > 0 {
-			if _, err := tx.ExecContext(ctx, st.updateAsset, append(snapshotArgs(&merged), id.AssetRef, id.TenantID)...); err != nil {
+			if _, err := tx.ExecContext(ctx, st.updateAsset, append(merged.Values(nil), id.AssetRef, id.TenantID)...); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, st.insertEvent, ids.At(w.ReceivedAt), id.TenantID, domain.EventInventoryChanged, id.AssetID,
@@ -405,25 +409,17 @@ type preparedQuerier interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 
-// snapshotArgs are a snapshot's values in assetInvColumns order.
-func snapshotArgs(s *projection.Snapshot) []any {
-	var osName, osVersion, osKernel, osArch *string
-	if s.OS != nil {
-		osName, osVersion, osKernel, osArch = s.OS.Name, s.OS.Version, s.OS.Kernel, s.OS.Arch
-	}
-	return []any{s.Hostname, s.AgentVersion, osName, osVersion, osKernel, osArch, string(mustJSON(s.IPAddresses)),
-		string(mustJSON(s.MACAddresses)), s.CPUCount, s.MemoryBytes, string(mustJSON(s.Facts)), s.BootTime}
-}
-
 // assetSnapshot reads an asset's inventory (sql.ErrNoRows if it has not appeared yet).
 func (s *Store) assetSnapshot(ctx context.Context, q rowQuerier, tenantID string, assetRef int64) (projection.Snapshot, error) {
-	var r assetRow
-	err := q.QueryRowContext(ctx, s.hb.asset, assetRef, tenantID).Scan(&r.Hostname, &r.AgentVersion, &r.OSName, &r.OSVersion,
-		&r.OSKernel, &r.OSArch, &r.IPAddresses, &r.MACAddresses, &r.CPUCount, &r.MemoryBytes, &r.Facts, &r.BootTime)
-	if err != nil {
+	var r projection.Row
+	if err := q.QueryRowContext(ctx, s.hb.asset, assetRef, tenantID).Scan(r.Dest(nil)...); err != nil {
 		return projection.Snapshot{}, err
 	}
-	return r.snapshot()
+	snap, err := r.Snapshot()
+	if err != nil {
+		return snap, fmt.Errorf("asset inventory: %w", err)
+	}
+	return snap, nil
 }
 
 // telemetryPayload is the payload of a logged heartbeat's event: what identifies it. The

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/projection"
 )
 
 // Heartbeat is the content of one heartbeat, whichever transport carried it. The idempotency
@@ -26,6 +27,26 @@ type Inventory struct {
 	MemoryBytes   *float64                `json:"memory_bytes,omitempty"`
 	UptimeSeconds *float64                `json:"uptime_seconds,omitempty"`
 	Facts         map[string]any          `json:"facts,omitempty"`
+}
+
+// Report is what the heartbeat, received at received, says about the asset's inventory: the
+// one place where the wire's fields become the projection's (the uptime becomes a boot time).
+func (hb *Heartbeat) Report(received time.Time) *projection.Report {
+	r := &projection.Report{Hostname: hb.Hostname, AgentVersion: hb.AgentVersion}
+	if inv := hb.Inventory; inv != nil {
+		r.OS, r.CPUCount, r.MemoryBytes, r.Facts = inv.OS, inv.CPUCount, inv.MemoryBytes, inv.Facts
+		if inv.IPAddresses != nil {
+			r.IPAddresses = &inv.IPAddresses
+		}
+		if inv.MACAddresses != nil {
+			r.MACAddresses = &inv.MACAddresses
+		}
+		if inv.UptimeSeconds != nil {
+			boot := received.UnixMicro() - int64(*inv.UptimeSeconds*1e6)
+			r.BootTime = &boot
+		}
+	}
+	return r
 }
 
 // IdentityClaims are the identity fields a REST body may name. They must match the stored

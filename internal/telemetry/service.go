@@ -20,7 +20,6 @@ import (
 	"github.com/oneprotect/telemetry/internal/engine"
 	"github.com/oneprotect/telemetry/internal/ids"
 	"github.com/oneprotect/telemetry/internal/pacing"
-	"github.com/oneprotect/telemetry/internal/projection"
 	"github.com/oneprotect/telemetry/internal/store"
 )
 
@@ -250,20 +249,7 @@ func (s *Service) write(caller *domain.Principal, id *domain.AgentIdentity, hb *
 	if hb.HeartbeatID != nil {
 		hbID = *hb.HeartbeatID
 	}
-	r := &projection.Report{Hostname: hb.Hostname, AgentVersion: hb.AgentVersion}
-	if inv := hb.Inventory; inv != nil {
-		r.OS, r.CPUCount, r.MemoryBytes, r.Facts = inv.OS, inv.CPUCount, inv.MemoryBytes, inv.Facts
-		if inv.IPAddresses != nil {
-			r.IPAddresses = &inv.IPAddresses
-		}
-		if inv.MACAddresses != nil {
-			r.MACAddresses = &inv.MACAddresses
-		}
-		if inv.UptimeSeconds != nil {
-			boot := received.UnixMicro() - int64(*inv.UptimeSeconds*1e6)
-			r.BootTime = &boot
-		}
-	}
+	r := hb.Report(received)
 	w := &store.HeartbeatWrite{Identity: id, PrincipalID: caller.ID, Relayed: caller.ActorKind == domain.ActorCollector,
 		HeartbeatID: hbID, ReceivedAt: received, SentAt: hb.SentAt, Report: r, ReportHash: r.Hash(), OnConflict: s.OnIdentityConflict}
 	copy(w.RequestHash[:], hash[:])
