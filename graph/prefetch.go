@@ -14,8 +14,8 @@ import (
 // Prefetching. gqlgen resolves the nodes of a page concurrently, and a loader's batch closes
 // after a short wait, so on a busy machine a page of 500 could be split into several batches.
 // A listing therefore loads what its selection will ask for (agents, then collectors, then
-// sites) in one LoadAll per kind before returning; the nodes' own Loads then find the
-// loaders' cache filled. The cost of a page is a fixed number of statements, whatever its
+// sites) with one batch call per kind before returning (Loaders.Fill*); the nodes' own Loads
+// then find the loaders' cache filled. The cost of a page is a fixed number of statements, whatever its
 // size or the machine's load.
 
 // selectedNames returns every field name selected under the current field, fragments
@@ -64,8 +64,7 @@ func prefetch(ctx context.Context, assets []*domain.Asset, idents []*domain.Agen
 		for _, a := range assets {
 			keys = append(keys, a.AgentID)
 		}
-		loaded, _ := l.AgentIdentity.LoadAll(ctx, keys)
-		idents = append(idents, loaded...)
+		idents = append(idents, l.FillAgentIdentities(ctx, keys)...)
 	} else {
 		for _, id := range idents {
 			l.AgentIdentity.Prime(id.AgentID, id)
@@ -78,7 +77,7 @@ func prefetch(ctx context.Context, assets []*domain.Asset, idents []*domain.Agen
 				keys = append(keys, id.AssetID)
 			}
 		}
-		_, _ = l.Asset.LoadAll(ctx, keys)
+		l.FillAssets(ctx, keys)
 	}
 	var siteIDs []string
 	if names["collector"] {
@@ -88,11 +87,8 @@ func prefetch(ctx context.Context, assets []*domain.Asset, idents []*domain.Agen
 				keys = append(keys, *id.CollectorID)
 			}
 		}
-		collectors, _ := l.Collector.LoadAll(ctx, keys)
-		for _, c := range collectors {
-			if c != nil {
-				siteIDs = append(siteIDs, c.SiteID)
-			}
+		for _, c := range l.FillCollectors(ctx, keys) {
+			siteIDs = append(siteIDs, c.SiteID)
 		}
 	}
 	if names["site"] {
@@ -104,7 +100,7 @@ func prefetch(ctx context.Context, assets []*domain.Asset, idents []*domain.Agen
 				siteIDs = append(siteIDs, id.SiteID)
 			}
 		}
-		_, _ = l.Site.LoadAll(ctx, siteIDs)
+		l.FillSites(ctx, siteIDs)
 	}
 }
 

@@ -28,6 +28,59 @@ type Loaders struct {
 	Principal     *dataloadgen.Loader[string, *domain.Principal]
 	// Conflict is an identity's open clone conflict, by agent id.
 	Conflict *dataloadgen.Loader[string, *store.Conflict]
+
+	// The batch functions behind the loaders, for Fill.
+	fetchSites      func(context.Context, []string) (map[string]*domain.Site, error)
+	fetchCollectors func(context.Context, []string) (map[string]*domain.Collector, error)
+	fetchIdentities func(context.Context, []string) (map[string]*domain.AgentIdentity, error)
+	fetchAssets     func(context.Context, []string) (map[string]*domain.Asset, error)
+}
+
+// FillSites, FillCollectors, FillAgentIdentities and FillAssets load keys with one call of the
+// loader's batch function and prime the loader with what was found, returning it. A page's
+// prefetch uses them rather than LoadAll, which hands its keys to the loader one at a time:
+// on a busy machine the loader's batch window could close halfway through a page's keys and
+// split one statement into two. Errors are left for the nodes' own Loads to report.
+func (l *Loaders) FillSites(ctx context.Context, keys []string) []*domain.Site {
+	return fill(ctx, l.Site, l.fetchSites, keys)
+}
+
+func (l *Loaders) FillCollectors(ctx context.Context, keys []string) []*domain.Collector {
+	return fill(ctx, l.Collector, l.fetchCollectors, keys)
+}
+
+func (l *Loaders) FillAgentIdentities(ctx context.Context, keys []string) []*domain.AgentIdentity {
+	return fill(ctx, l.AgentIdentity, l.fetchIdentities, keys)
+}
+
+func (l *Loaders) FillAssets(ctx context.Context, keys []string) []*domain.Asset {
+	return fill(ctx, l.Asset, l.fetchAssets, keys)
+}
+
+func fill[V any](ctx context.Context, l *dataloadgen.Loader[string, V], fetch func(context.Context, []string) (map[string]V, error), keys []string) []V {
+	if len(keys) == 0 {
+		return nil
+	}
+	seen := make(map[string]bool, len(keys))
+	unique := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			unique = append(unique, k)
+		}
+	}
+	found, err := fetch(ctx, unique)
+	if err != nil {
+		return nil
+	}
+	out := make([]V, 0, len(found))
+	for _, k := range unique {
+		if v, ok := found[k]; ok {
+			l.Prime(k, v)
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 type key struct{}
@@ -59,26 +112,31 @@ func detached(ctx context.Context) (context.Context, context.CancelFunc) {
 
 func newLoaders(s *store.Store, tenantID string, onlineSince func() int64, fetchCtx func(context.Context) (context.Context, context.CancelFunc), extra ...dataloadgen.Option) *Loaders {
 	opts := append([]dataloadgen.Option{dataloadgen.WithWait(time.Millisecond), dataloadgen.WithBatchCapacity(1000)}, extra...)
-	return &Loaders{
-		Site: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Site, error) {
+	l := &Loaders{
+		fetchSites: mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Site, error) {
 			return s.SitesByID(ctx, tenantID, ids)
-		}, func(v *domain.Site) string { return v.ID }), opts...),
-		Collector: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Collector, error) {
+		}, func(v *domain.Site) string { return v.ID }),
+		fetchCollectors: mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Collector, error) {
 			return s.CollectorsByID(ctx, tenantID, ids)
-		}, func(v *domain.Collector) string { return v.ID }), opts...),
-		AgentIdentity: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.AgentIdentity, error) {
+		}, func(v *domain.Collector) string { return v.ID }),
+		fetchIdentities: mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.AgentIdentity, error) {
 			return s.AgentIdentitiesByID(ctx, tenantID, ids)
-		}, func(v *domain.AgentIdentity) string { return v.AgentID }), opts...),
-		Asset: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Asset, error) {
+		}, func(v *domain.AgentIdentity) string { return v.AgentID }),
+		fetchAssets: mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Asset, error) {
 			return s.AssetsByID(ctx, tenantID, ids, onlineSince())
-		}, func(v *domain.Asset) string { return v.ID }), opts...),
-		Principal: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Principal, error) {
-			return s.PrincipalsByID(ctx, tenantID, ids)
-		}, func(v *domain.Principal) string { return v.ID }), opts...),
-		Conflict: dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*store.Conflict, error) {
-			return s.ConflictsByAgentID(ctx, tenantID, ids)
-		}, func(v *store.Conflict) string { return v.AgentID }), opts...),
+		}, func(v *domain.Asset) string { return v.ID }),
 	}
+	l.Site = dataloadgen.NewMappedLoader(l.fetchSites, opts...)
+	l.Collector = dataloadgen.NewMappedLoader(l.fetchCollectors, opts...)
+	l.AgentIdentity = dataloadgen.NewMappedLoader(l.fetchIdentities, opts...)
+	l.Asset = dataloadgen.NewMappedLoader(l.fetchAssets, opts...)
+	l.Principal = dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*domain.Principal, error) {
+		return s.PrincipalsByID(ctx, tenantID, ids)
+	}, func(v *domain.Principal) string { return v.ID }), opts...)
+	l.Conflict = dataloadgen.NewMappedLoader(mapped(fetchCtx, func(ctx context.Context, ids []string) ([]*store.Conflict, error) {
+		return s.ConflictsByAgentID(ctx, tenantID, ids)
+	}, func(v *store.Conflict) string { return v.AgentID }), opts...)
+	return l
 }
 
 func mapped[V any](fetchCtx func(context.Context) (context.Context, context.CancelFunc), list func(context.Context, []string) ([]V, error), id func(V) string) func(context.Context, []string) (map[string]V, error) {
