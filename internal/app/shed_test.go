@@ -96,5 +96,13 @@ func TestHeartbeatsInFlightAreBounded(t *testing.T) {
 				t.Errorf("%s heartbeats counted unavailable: %v, want %d", transport, m, want)
 			}
 		}
+		// The server's own handling time is kept by status: the REST refusal apart from the
+		// accepted heartbeats and the 401.
+		for code, want := range map[string]int{"503": 1, "401": 1, "200": 3} {
+			m := regexp.MustCompile(`(?m)^oneprotect_http_request_duration_seconds_count\{code="` + code + `",route="heartbeat"\} (\d+)$`).FindStringSubmatch(metrics)
+			if m == nil || m[1] != strconv.Itoa(want) {
+				t.Errorf("REST heartbeats handled with %s in the duration histogram: %v, want %d", code, m, want)
+			}
+		}
 	})
 }

@@ -63,9 +63,10 @@ func NewMetrics() *Metrics {
 		Name: "oneprotect_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "oneprotect_http_request_duration_seconds", Help: "HTTP request latency by route.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
-	}, []string{"route"})
+		Name:    "oneprotect_http_request_duration_seconds",
+		Help:    "HTTP request latency by route and status code, from the handler's start to its end (the server's own handling time: not the wait in the kernel's queues or for a core before it).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route", "code"})
 	// Counted by the heartbeat service, so both transports are seen (see telemetry.Service).
 	m.Heartbeats = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "oneprotect_heartbeats_total",
@@ -132,8 +133,9 @@ func (m *Metrics) Middleware(route string, log *slog.Logger, next http.Handler) 
 			if code == 0 {
 				code = http.StatusOK
 			}
-			m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-			m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+			c := strconv.Itoa(code)
+			m.requests.WithLabelValues(route, c).Inc()
+			m.duration.WithLabelValues(route, c).Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})

@@ -13,24 +13,35 @@
 #      never sent and how late the generator sent; with --bounds, once per bound, the server
 #      restarted with --max-heartbeats-in-flight at each.
 #
-# Each phase also prints the CPU seconds of the server and of the load generator, and the group
-# commits (how many, writes each, mean duration, how many over 50 and 100 ms).
+# Each phase also prints the CPU seconds of the server and of the load generator (and per request
+# sent), the group commits (how many, writes each, mean duration, how many over 50 and 100 ms),
+# and where a request's time went: the generator's send lag behind the schedule and the service
+# time from the actual send (loadgen), against the server's own handling time of the heartbeats
+# it accepted (200) and refused (503), from its histogram oneprotect_http_request_duration_seconds
+# (route heartbeat; p50 and p99 interpolated within the buckets, as Prometheus does). What the
+# service time has beyond the handling time was spent in the kernel's queues, waiting for a core
+# (either process's) and in net/http before and after the handler.
 #
-#   internal/tools/shed-bench.sh [--agents 50000] [--duration 15s] [--rates "4000 4500 5000"]
-#                                [--over-base N] [--bounds "512 64"] [--connections 2000]
-#                                [--bin PATH] [--serve-flags "..."] [--profile FILE] [--json DIR]
+#   internal/tools/shed-bench.sh [--db sqlite|postgres] [--agents 50000] [--duration 15s]
+#                                [--rates "4000 4500 5000"] [--over-base N] [--bounds "512 64"]
+#                                [--connections 2000] [--bin PATH] [--serve-flags "..."]
+#                                [--profile FILE] [--json DIR]
 #
 # --rates "" skips phases 1 and 2 (then --over-base is needed). --profile writes the server's CPU
 # profile of (each) phase 3 to FILE (FILE.BOUND with --bounds); --json keeps each phase's loadgen
-# --json output in DIR. Needs jq, curl and bc; everything listens on 127.0.0.1 and the load
-# generator shares the machine's cores with the server.
+# --json output in DIR. --db postgres creates a database of its own on $ONEPROTECT_BENCH_POSTGRES
+# (default postgres://postgres@127.0.0.1:5432) and drops it at the end. Needs jq, curl and bc
+# (and psql for PostgreSQL); everything listens on 127.0.0.1 and the load generator shares the
+# machine's cores with the server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . internal/tools/bench-lib.sh
-AGENTS=50000; DURATION=15s; RATES="4000 4500 5000"; BASE=""; BOUNDS=""; CONNS=2000; BIN=""; SERVE_FLAGS=""
+DBKIND=sqlite; AGENTS=50000; DURATION=15s; RATES="4000 4500 5000"; BASE=""; BOUNDS=""; CONNS=2000; BIN=""; SERVE_FLAGS=""
 PROFILE=""; JSONDIR=""
+PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 while [ $# -gt 0 ]; do
   case "$1" in
+    --db) DBKIND=$2; shift 2 ;;
     --agents) AGENTS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --rates) RATES=$2; shift 2 ;;
@@ -46,9 +57,11 @@ while [ $# -gt 0 ]; do
 done
 WORK=$(mktemp -d)
 SVC=127.0.0.1:18775; SVC_PID=""; PPROF=127.0.0.1:18776
+PGNAME="oneprotect_shed_bench_$$"
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
+  [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME WITH (FORCE)" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -86,20 +99,61 @@ commits() {
 }
 cpu_secs() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 
+# handling FILE: the server's histogram of the heartbeat route's handling time, by status, to FILE.
+handling() { curl -s "http://$SVC/metrics" | grep -E '^oneprotect_http_request_duration_seconds_(bucket|count)\{.*route="heartbeat"' > "$1" || true; }
+
+# handled NAME BEFORE AFTER: per status, how many heartbeats the server handled between the two
+# snapshots, and the p50 and p99 of its own handling time (linear within a bucket).
+handled() {
+  awk -v name="$1" '
+    function lab(s, k,  m) { if (match(s, k "=\"[^\"]*\"")) { m = substr(s, RSTART + length(k) + 2, RLENGTH - length(k) - 3); return m } return "" }
+    function q(c, p,  target, i, prev, prevle, le, n) {
+      target = p * tot[c]; prev = 0; prevle = 0
+      for (i = 1; i <= nb[c]; i++) {
+        le = les[c, i]; n = cum[c, le]
+        if (n >= target) {
+          if (le == "+Inf") return prevle * 1000
+          return (prevle + (le - prevle) * (n - prev > 0 ? (target - prev) / (n - prev) : 0)) * 1000
+        }
+        prev = n; prevle = le
+      }
+      return prevle * 1000
+    }
+    { f = FILENAME == ARGV[1] ? 1 : 2 }
+    /_bucket/ { c = lab($1, "code"); le = lab($1, "le"); v[f, c, le] = $2
+      if (f == 2 && !((c, le) in seen)) { seen[c, le] = 1; nb[c]++; les[c, nb[c]] = le; codes[c] = 1 } }
+    /_count/ { c = lab($1, "code"); cnt[f, c] = $2 }
+    END {
+      out = ""
+      for (c in codes) {
+        tot[c] = cnt[2, c] - cnt[1, c]; if (tot[c] <= 0) continue
+        for (i = 1; i <= nb[c]; i++) { le = les[c, i]; cum[c, le] = v[2, c, le] - v[1, c, le] }
+        out = out sprintf("; %s: %d, p50 %.2f ms, p99 %.2f ms", c, tot[c], q(c, 0.5), q(c, 0.99))
+      }
+      print name ": server handling time" (out == "" ? ": none" : substr(out, 2))
+    }' "$2" "$3"
+}
+
 # phase NAME LOADGEN_FLAGS...: one loadgen run over the fleet at random; its JSON in $WORK/NAME.json.
 phase() {
-  local name=$1 before lg; shift
+  local name=$1 before lg srv; shift
+  handling "$WORK/$name.before"
   before=$(cpu_secs "$SVC_PID")
   lg=$( { TIMEFORMAT=%U+%S; time "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
     --order random --duration "$DURATION" --quiet --json "$@" > "$WORK/$name.json"; } 2>&1 )
-  echo "$name: CPU seconds: server $(echo "$(cpu_secs "$SVC_PID") - $before" | bc), load generator $(echo "$lg" | bc)"
+  srv=$(echo "$(cpu_secs "$SVC_PID") - $before" | bc); lg=$(echo "$lg" | bc)
+  echo "$name: CPU seconds: server $srv, load generator $lg" \
+    "($(jq -r --argjson s "$srv" --argjson g "$lg" '"per request sent: server \($s / .requests * 1e6 | round) us, load generator \($g / .requests * 1e6 | round) us; both together \(($s + $g) / .duration_seconds * 100 | round) % of one core"' "$WORK/$name.json"))"
   commits "$name"
+  handling "$WORK/$name.after"
+  handled "$name" "$WORK/$name.before" "$WORK/$name.after"
   [ -n "$JSONDIR" ] && cp "$WORK/$name.json" "$JSONDIR/"
   jq -r --arg name "$name" '
     def ms: . * 10 | round / 10;
     "\($name): sent \(.requests) (\(.requests_per_second | round)/s); accepted \(.accepted) (\(.accepted / .duration_seconds | round)/s), p50 \(.latency_ms.p50 | ms) ms, p99 \(.latency_ms.p99 | ms) ms"
     + (if .shed_latency_ms then "; 503 \(.status_counts["503"]), p50 \(.shed_latency_ms.p50 | ms) ms, p99 \(.shed_latency_ms.p99 | ms) ms" else "; no 503" end)
-    + (if .open_loop then "; unsent \(.open_loop.unsent), send lag p99 \(.open_loop.send_lag_ms.p99 | ms) ms" else "" end)
+    + (if .open_loop then "; unsent \(.open_loop.unsent), send lag p50 \(.open_loop.send_lag_ms.p50 | ms) ms, p99 \(.open_loop.send_lag_ms.p99 | ms) ms; service time from the send: p50 \(.open_loop.service_time_ms.p50 | ms) ms, p99 \(.open_loop.service_time_ms.p99 | ms) ms"
+       + (if .open_loop.shed_service_time_ms then ", of the 503s p50 \(.open_loop.shed_service_time_ms.p50 | ms) ms, p99 \(.open_loop.shed_service_time_ms.p99 | ms) ms" else "" end) else "" end)
     + "; status \(.status_counts | to_entries | map("\(.key)=\(.value)") | join(" "))"' "$WORK/$name.json"
 }
 
@@ -116,9 +170,13 @@ overload() {
   if [ -n "$prof" ]; then wait "$prof"; fi
 }
 
-DB=$WORK/shed.db
+case "$DBKIND" in
+  sqlite) DB=$WORK/shed.db ;;
+  postgres) psql "$PG/postgres" -qc "CREATE DATABASE $PGNAME" >/dev/null; DB="$PG/$PGNAME?sslmode=disable" ;;
+  *) echo "--db must be sqlite or postgres" >&2; exit 2 ;;
+esac
 bench_start "$DB"
-echo "server: $("$BIN" version 2>/dev/null | head -1), flags: ${extra[*]}"
+echo "server: $("$BIN" version 2>/dev/null | head -1), $DBKIND, flags: ${extra[*]}; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 bench_enroll "$DB" "Shed" "$AGENTS" 64
 "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
   --concurrency 64 --quiet --json > "$WORK/prime.json"
@@ -150,4 +208,5 @@ else
   done
 fi
 curl -s "http://$SVC/metrics" | grep -E '^oneprotect_heartbeats_total' | sed 's/^/server: /'
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 bench_stop
