@@ -4,7 +4,6 @@
 package rest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"strconv"
 
 	"github.com/oneprotect/telemetry/internal/domain"
-	"github.com/oneprotect/telemetry/internal/engine"
 	"github.com/oneprotect/telemetry/internal/observe"
 	"github.com/oneprotect/telemetry/internal/pacing"
 )
@@ -58,10 +56,6 @@ type errorBody struct {
 // writeError answers err. Only domain errors reach the client with their message; anything
 // else is logged with the request id and answered as "internal error".
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	if id := observe.RequestID(r.Context()); err == engine.ErrOverloaded && id != "" {
-		writeShed(w, id)
-		return
-	}
 	var body errorBody
 	body.Error.RequestID = observe.RequestID(r.Context())
 	var de *domain.Error
@@ -80,37 +74,6 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		w.Header().Set("Retry-After", "5")
 	}
 	writeJSON(w, statusOf(domain.Code(body.Error.Code)), &body)
-}
-
-// The answer to a request shed at capacity (engine.ErrOverloaded: the bound on heartbeats in
-// flight or the write queue's), built once: the bytes writeError would encode, split around the
-// request id. Under overload most answers are this one, and writing it costs no encoder.
-var (
-	shedHead, shedTail = func() ([]byte, []byte) {
-		var b errorBody
-		b.Error.Code, b.Error.Message, b.Error.RequestID = string(engine.ErrOverloaded.Code), engine.ErrOverloaded.Message, "\x00"
-		out, err := json.Marshal(&b)
-		i := bytes.Index(out, []byte(`\u0000`))
-		if err != nil || i < 0 {
-			panic("rest: the shed answer does not encode")
-		}
-		return out[:i], append(out[i+len(`\u0000`):], '\n')
-	}()
-	shedType, noStore = []string{"application/json"}, []string{"no-store"}
-	shedRetryAfter    = []string{strconv.Itoa(pacing.RetryAfterSeconds(engine.ErrOverloaded.RetryAfter))}
-)
-
-// writeShed answers engine.ErrOverloaded for the request id: 503 unavailable with Retry-After,
-// as writeError's encoder would, byte for byte. A request id is hex and base-36 digits (made by
-// observe, never taken from the request): it needs no escaping. The header values are shared,
-// never modified.
-func writeShed(w http.ResponseWriter, id string) {
-	h := w.Header()
-	h["Content-Type"], h["Cache-Control"], h["Retry-After"] = shedType, noStore, shedRetryAfter
-	w.WriteHeader(http.StatusServiceUnavailable)
-	buf := make([]byte, 0, len(shedHead)+len(id)+len(shedTail))
-	buf = append(append(append(buf, shedHead...), id...), shedTail...)
-	_, _ = w.Write(buf)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
