@@ -2,14 +2,11 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/uptrace/bun/driver/sqliteshim"
 )
 
 // Under a writer that never pauses, the WAL stays bounded: the background checkpoint starts it
@@ -47,54 +44,5 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	var n int
 	if err := s.R.QueryRowContext(ctx, "SELECT count(*) FROM wal_probe").Scan(&n); err != nil || n != writes {
 		t.Fatalf("rows = %d (%v), want %d", n, err, writes)
-	}
-}
-
-// A new file gets sqlitePageSize; a file made earlier keeps its own page size and still opens,
-// migrates and takes writes (the page size of a database is fixed once it has pages).
-func TestPageSizeOfNewAndExistingFiles(t *testing.T) {
-	ctx := context.Background()
-	pageSize := func(s *Store) int {
-		var n int
-		if err := s.W.QueryRowContext(ctx, "PRAGMA page_size").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	fresh, err := Open(ctx, filepath.Join(t.TempDir(), "new.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fresh.Close()
-	if got := pageSize(fresh); got != sqlitePageSize {
-		t.Fatalf("new file: page size %d, want %d", got, sqlitePageSize)
-	}
-
-	// A file made as an earlier build made it: SQLite's default 4 KiB pages, in WAL, with a table.
-	path := filepath.Join(t.TempDir(), "old.db")
-	raw, err := sql.Open(sqliteshim.ShimName, "file:"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{"PRAGMA page_size = 4096", "PRAGMA journal_mode = WAL", "CREATE TABLE earlier (id INTEGER PRIMARY KEY)"} {
-		if _, err := raw.ExecContext(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw.Close()
-	reopened, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer reopened.Close()
-	if got := pageSize(reopened); got != 4096 {
-		t.Fatalf("existing file: page size %d, want it kept at 4096", got)
-	}
-	if _, err := reopened.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var mode string
-	if err := reopened.W.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
-		t.Fatalf("journal mode %q, %v", mode, err)
 	}
 }

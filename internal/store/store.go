@@ -110,9 +110,6 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 	// and index) for a few thousand agents, so heartbeats do not wait on page reads. It is not
 	// bigger because SQLite walks the cache's hash table at the end of every write transaction
 	// (pcache1TruncateUnsafe): at 64 MiB that walk was 5% of the writer's time (BENCHMARKS.md).
-	if err := setPageSize(ctx, path); err != nil {
-		return nil, fmt.Errorf("open SQLite %s: %w", path, err)
-	}
 	w, err := open(1, 16<<10)
 	if err != nil {
 		return nil, err
@@ -142,13 +139,6 @@ func openSQLite(ctx context.Context, path string) (*Store, error) {
 // sqliteBusyTimeout (ms) is how long a connection waits for a lock another one holds.
 const sqliteBusyTimeout = 10000
 
-// sqlitePageSize is the page size of a new database file. A heartbeat touches about three
-// pages at random (its agent's liveness row, that row's old entry in the last-seen index and
-// the idempotency index), and the WAL logs, checksums and later checkpoints each touched page
-// whole: 2 KiB pages write a quarter less per heartbeat than SQLite's default 4 KiB
-// (BENCHMARKS.md). An existing file keeps the page size it was made with.
-const sqlitePageSize = 2048
-
 func sqliteDSN(path string, cacheKiB int) string {
 	u := "file:" + (&url.URL{Path: path}).EscapedPath()
 	cache := strconv.Itoa(-cacheKiB)          // negative: KiB rather than pages
@@ -160,29 +150,6 @@ func sqliteDSN(path string, cacheKiB int) string {
 	// it at the same moment (a second replica, the CLI) must wait for, not fail on.
 	return u + "?_pragma=busy_timeout(" + strconv.Itoa(sqliteBusyTimeout) + ")&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)" +
 		"&_pragma=synchronous(FULL)&_pragma=temp_store(MEMORY)&_txlock=immediate&_pragma=cache_size(" + cache + ")"
-}
-
-// setPageSize gives a database file that has no pages yet sqlitePageSize, before the pools
-// open it (their DSN switches it to WAL first, in whichever order the driver applies pragmas).
-// A file with pages keeps its own page size: the PRAGMA is then a no-op.
-func setPageSize(ctx context.Context, path string) error {
-	db, err := sql.Open(sqliteshim.ShimName, "file:"+(&url.URL{Path: path}).EscapedPath())
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	c, err := db.Conn(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	// The switch to WAL writes the file's first page, which fixes the page size.
-	for _, pragma := range []string{"busy_timeout = " + strconv.Itoa(sqliteBusyTimeout), "page_size = " + strconv.Itoa(sqlitePageSize), "journal_mode = WAL"} {
-		if _, err := c.ExecContext(ctx, "PRAGMA "+pragma); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func newStore(d Dialect, r, w *bun.DB, path string) *Store {
