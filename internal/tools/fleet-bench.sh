@@ -59,7 +59,10 @@ case "$DBKIND" in
     echo "PostgreSQL: $(psql "$PG/postgres" -Atc "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('autovacuum', 'shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'synchronous_commit')")" ;;
   *) echo "--db must be sqlite or postgres" >&2; exit 2 ;;
 esac
-[ -z "$REUSE" ] && [ "$DBKIND" = sqlite ] && rm -f "$DB" "$DB-wal" "$DB-shm"
+# PAGE_SIZE (an experiment, BENCHMARKS.md step 8): make the SQLite file with that page size
+# before the server first opens it.
+[ -z "$REUSE" ] && [ "$DBKIND" = sqlite ] && { rm -f "$DB" "$DB-wal" "$DB-shm"
+  [ -n "${PAGE_SIZE:-}" ] && sqlite3 "$DB" "PRAGMA page_size=$PAGE_SIZE; PRAGMA journal_mode=WAL;" >/dev/null; }
 
 # Bench flags: no per-agent rate limit (a load test sends far faster than an agent would).
 extra=()
