@@ -15,8 +15,8 @@ import (
 // after a short wait, so on a busy machine a page of 500 could be split into several batches.
 // A listing therefore loads what its selection will ask for (agents, then collectors, then
 // sites) with one batch call per kind before returning (Loaders.Fill*); the nodes' own Loads
-// then find the loaders' cache filled. The cost of a page is a fixed number of statements, whatever its
-// size or the machine's load.
+// then find the loaders' cache filled. The cost of a page is a fixed number of statements,
+// whatever its size or the machine's load.
 
 // selectedNames returns every field name selected under the current field, fragments
 // included (each fragment walked once).
