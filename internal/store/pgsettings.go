@@ -10,8 +10,9 @@ import (
 //
 // Autovacuum matters twice here: every liveness update leaves a dead row version that only
 // vacuum reclaims, and the planner's statistics come from its ANALYZE. Without them a
-// statement prepared while a table was small keeps the plan made for it as the table grows: batched enrollment into a 160,000-agent fleet fell from 1,300/s to 86/s until
-// an ANALYZE (BENCHMARKS.md).
+// statement prepared while a table was small keeps the plan made for it as the table grows:
+// batched enrollment into a 160,000-agent fleet fell from 1,300/s to 86/s until an ANALYZE
+// (BENCHMARKS.md).
 func (s *Store) SettingWarnings(ctx context.Context) ([]string, error) {
 	if s.Dialect != Postgres {
 		return nil, nil
