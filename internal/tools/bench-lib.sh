@@ -1,6 +1,22 @@
 # Shared by the benchmark scripts in this folder (sourced, not run). The caller sets BIN (the
 # oneprotect binary), WORK (a scratch folder) and SVC (host:port for the service).
 
+# bench_scratch NAME: a scratch folder WORK and a PostgreSQL database name PGNAME for this run,
+# both removed at exit (with every background job), and BIN built into WORK when it is unset.
+# The caller sets DBKIND and PG (the server URL without a database) before it.
+bench_scratch() {
+  WORK=$(mktemp -d)
+  PGNAME="oneprotect_$1_bench_$$"
+  trap bench_cleanup EXIT
+  if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
+}
+bench_cleanup() {
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+  [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+
 # bench_start DB: starts the service on DB and waits until it is ready; sets SVC_PID.
 bench_start() {
   # Load tests drive each agent far faster than its interval: no rate limits.

@@ -26,17 +26,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d)
 SVC=127.0.0.1:18791; SVC_PID=""; PPROF=127.0.0.1:18792
-PGNAME="oneprotect_enroll_bench_$$"
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
+bench_scratch enroll
 case "$DBKIND" in
   sqlite) DB=$WORK/enroll.db ;;
   postgres) psql "$PG/postgres" -qc "CREATE DATABASE $PGNAME" >/dev/null; DB="$PG/$PGNAME?sslmode=disable" ;;

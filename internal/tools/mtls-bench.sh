@@ -26,6 +26,7 @@
 # self-signed certificate is pinned by its fingerprint (curl, for the setup only, uses -k).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. internal/tools/bench-lib.sh
 DBKIND=sqlite; AGENTS=1000; DURATION=20s; CONNS=64; ROUNDS=2; PLAIN=""; BIN=""; PROFILE=""
 PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 while [ $# -gt 0 ]; do
@@ -41,18 +42,9 @@ while [ $# -gt 0 ]; do
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d)
 SVC=127.0.0.1:18777; PPROF=127.0.0.1:18778; SVC_PID=""; FPR=""
-PGNAME="oneprotect_mtls_bench_$$"
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_scratch mtls
 [ -n "$PROFILE" ] && mkdir -p "$PROFILE"
-if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
 
 case "$DBKIND" in
   sqlite) DB=$WORK/mtls.db ;;

@@ -55,17 +55,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
-WORK=$(mktemp -d)
 SVC=127.0.0.1:18775; SVC_PID=""; PPROF=127.0.0.1:18776
-PGNAME="oneprotect_shed_bench_$$"
-cleanup() {
-  kill $(jobs -p) 2>/dev/null || true
-  wait 2>/dev/null || true
-  [ "$DBKIND" = postgres ] && psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $PGNAME WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-if [ -z "$BIN" ]; then BIN=$WORK/oneprotect; go build -o "$BIN" .; fi
+bench_scratch shed
 [ -n "$JSONDIR" ] && mkdir -p "$JSONDIR"
 # Thousands of connections: more open files than the usual soft limit of 1024.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
