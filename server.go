@@ -222,6 +222,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(pacing.RateFlag{Rate: &agentRate}, "agent-rate-limit", "requests per agent, N/DURATION (429 rate_limited beyond it; 0: off)")
 	fs.Var(pacing.RateFlag{Rate: &enrollRate}, "enroll-rate-limit", "enrollments per source address, N/DURATION (429 rate_limited beyond it; 0: off)")
 	inFlight := fs.Int("max-heartbeats-in-flight", def.MaxHeartbeatsInFlight, "most heartbeats served at once; beyond it a heartbeat is answered 503 unavailable with Retry-After before its body is read (0: no bound but the write queue's)")
+	latencyTarget := fs.Duration("heartbeat-latency-target", def.HeartbeatLatencyTarget, "while heartbeats queue longer than this, admit only what the recent throughput serves within it (503 unavailable with Retry-After beyond; 0: --max-heartbeats-in-flight alone)")
 	onConflict := def.OnIdentityConflict
 	fs.Var(&onConflict, "on-identity-conflict", "one agent credential seen from two live machines: flag (flag the identity for review) or refuse (also answer the newer machine 409 identity_conflict)")
 	if err := parse(fs, args); err != nil {
@@ -245,8 +246,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := ws.Validate(); err != nil {
 		return err
 	}
-	if *inFlight < 0 {
-		return errors.New("--max-heartbeats-in-flight must not be negative")
+	if *inFlight < 0 || *latencyTarget < 0 {
+		return errors.New("--max-heartbeats-in-flight and --heartbeat-latency-target must not be negative")
 	}
 	if *credGrace < 0 || *credMaxAge < 0 {
 		return errors.New("--agent-credential-grace and --agent-credential-max-age must not be negative")
@@ -255,7 +256,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := app.Config{DB: *db, HeartbeatInterval: *interval, OfflineAfter: *offline, StaleAfter: *stale,
 		SweepInterval: *sweep, Playground: *pg, Introspection: *intro, MaxBody: int64(maxBody), Log: log, Websocket: ws,
 		AgentCredentialGrace: *credGrace, AgentCredentialMaxAge: *credMaxAge, AgentRateLimit: agentRate, EnrollRateLimit: enrollRate,
-		TelemetryRetention: *retention, OnIdentityConflict: onConflict, MaxHeartbeatsInFlight: *inFlight}
+		TelemetryRetention: *retention, OnIdentityConflict: onConflict, MaxHeartbeatsInFlight: *inFlight,
+		HeartbeatLatencyTarget: *latencyTarget}
 	if err := checkDB(*db, false); err != nil {
 		return err
 	}

@@ -109,10 +109,11 @@ func (r *eventResolver) Payload(ctx context.Context, obj *domain.Event) (map[str
 func (r *mutationResolver) SubmitHeartbeat(ctx context.Context, agentID string, input telemetry.Heartbeat) (*telemetry.Result, error) {
 	// The same bound on heartbeats in flight as REST's (the body is already decoded here, but
 	// the write is still saved).
-	if err := r.Telemetry.Admit(ctx, agentID); err != nil {
+	done, err := r.Telemetry.Admit(ctx, agentID)
+	if err != nil {
 		return nil, err
 	}
-	defer r.Telemetry.Done()
+	defer done()
 	return r.Telemetry.Submit(ctx, agentID, &input, nil)
 }
 

@@ -60,7 +60,10 @@ type Config struct {
 	// MaxHeartbeatsInFlight bounds the heartbeats being served at once; beyond it they are
 	// refused 503 before their bodies are read (0: no bound but the write queue's).
 	MaxHeartbeatsInFlight int
-	Log                   *slog.Logger
+	// HeartbeatLatencyTarget lowers that bound while heartbeats queue: to what the recent
+	// throughput serves within the target (pacing.InFlight; 0: the fixed bound alone).
+	HeartbeatLatencyTarget time.Duration
+	Log                    *slog.Logger
 	// Now is the clock; tests replace it. Nil means time.Now.
 	Now func() time.Time
 
@@ -85,7 +88,8 @@ func Defaults() Config {
 		StaleAfter: 168 * time.Hour, SweepInterval: time.Minute, Playground: true, Introspection: true,
 		MaxBody: 1 << 20, AgentCertTTL: DefaultAgentCertTTL, Log: slog.Default(), Websocket: graph.DefaultWebsocketLimits(),
 		AgentCredentialGrace: credentials.DefaultGrace, AgentRateLimit: pacing.DefaultAgentRate, EnrollRateLimit: pacing.DefaultEnrollRate,
-		TelemetryRetention: telemetry.DefaultRetention, MaxHeartbeatsInFlight: telemetry.DefaultMaxInFlight}
+		TelemetryRetention: telemetry.DefaultRetention, MaxHeartbeatsInFlight: telemetry.DefaultMaxInFlight,
+		HeartbeatLatencyTarget: telemetry.DefaultLatencyTarget}
 }
 
 // App is the running service.
@@ -173,10 +177,13 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	a.Live = live.NewBroker(pgDSN, cfg.Log)
 	a.Telemetry = &telemetry.Service{Store: st, Now: cfg.Now, HeartbeatInterval: cfg.HeartbeatInterval, Publisher: a.Live,
 		Heartbeats: a.Metrics.Heartbeats, Credentials: credPolicy, RateLimit: agentLimit, OnIdentityConflict: cfg.OnIdentityConflict,
-		InFlight: pacing.NewInFlight(cfg.MaxHeartbeatsInFlight)}
+		InFlight: pacing.NewInFlight(cfg.MaxHeartbeatsInFlight, cfg.HeartbeatLatencyTarget)}
 	a.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "oneprotect_heartbeats_in_flight",
 		Help: "Heartbeats being served (admitted, not yet answered); --max-heartbeats-in-flight bounds them."},
 		func() float64 { return float64(a.Telemetry.InFlight.Len()) }))
+	a.Metrics.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "oneprotect_heartbeats_in_flight_limit",
+		Help: "The bound on heartbeats in flight in force: --max-heartbeats-in-flight, or lower while heartbeats queue beyond --heartbeat-latency-target."},
+		func() float64 { return float64(a.Telemetry.InFlight.Limit()) }))
 	retention := cfg.TelemetryRetention
 	if retention <= 0 {
 		retention = telemetry.DefaultRetention

@@ -53,6 +53,9 @@ func TestHeartbeatsInFlightAreBounded(t *testing.T) {
 				break
 			}
 		}
+		if !strings.Contains(string(env.Do(http.MethodGet, "/metrics", "", nil).Body), "\noneprotect_heartbeats_in_flight_limit 1\n") {
+			t.Error("/metrics does not show the bound in force (1)")
+		}
 
 		r := env.Do(http.MethodPost, hbPath(other.ID), other.Token, fullBody("hb-shed"))
 		if r.Status != http.StatusServiceUnavailable || r.ErrorCode() != "unavailable" || r.Header.Get("Retry-After") != "1" {

@@ -1,47 +1,131 @@
 package pacing
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
 // InFlight bounds how many requests are being served at once. Beyond the bound a request is
 // refused at once, before it costs anything (its body is not even read), instead of waiting
 // for a core and then for the writer: under overload the requests that are admitted keep
 // their latency, and the others learn at once to come back later. A nil InFlight admits
 // everything.
+//
+// The bound is two bounds. Max is a fixed most. Wait, when set, is a latency target: a count
+// alone cannot keep latency, because the admitted requests wait about count / throughput
+// (Little's law) and the throughput moves with the database, the machine and the fleet. So
+// while a queue stands (every request finished in the last window took over Wait/2, or
+// none finished while some were in flight: the writer is stalled), at most throughput x Wait
+// are admitted, never fewer than a floor. A burst on an idle server forms no standing queue
+// (its first requests finish fast), so it is not refused; the idea is CoDel's.
 type InFlight struct {
-	max int64
-	n   atomic.Int64
+	max  int64
+	wait time.Duration
+	n    atomic.Int64
+
+	limit atomic.Int64 // the bound in force: max, or lower while a queue stands
+
+	// The current window's completions and the shortest time in flight among them.
+	done     atomic.Int64
+	shortest atomic.Int64 // nanoseconds; window's start value: math.MaxInt64
+
+	mu          sync.Mutex
+	windowStart atomic.Int64 // nanoseconds since base
+	throughput  float64      // completions per second, smoothed over windows
+	base        time.Time
+	now         func() time.Time
 }
 
-// NewInFlight bounds requests in flight at max; max <= 0 returns nil (no bound).
-func NewInFlight(max int) *InFlight {
+// Window is how often the bound is recomputed; Floor is the fewest requests admitted while a
+// queue stands (a group commit's worth, so a stalled writer still has a batch when it wakes).
+const (
+	Window = 100 * time.Millisecond
+	Floor  = 64
+)
+
+// NewInFlight bounds requests in flight at max and, when wait > 0, to what the recent
+// throughput serves within wait; max <= 0 returns nil (no bound).
+func NewInFlight(max int, wait time.Duration) *InFlight {
 	if max <= 0 {
 		return nil
 	}
-	return &InFlight{max: int64(max)}
+	f := &InFlight{max: int64(max), wait: wait, now: time.Now}
+	f.base = f.now()
+	f.limit.Store(int64(max))
+	f.shortest.Store(maxNanos)
+	return f
 }
 
-// Acquire takes a place, or reports false when every place is taken. Each successful
-// Acquire must be followed by one Release.
-func (f *InFlight) Acquire() bool {
+const maxNanos = int64(^uint64(0) >> 1)
+
+// Acquire takes a place, or reports false when every place is taken. Each successful Acquire
+// must be followed by one call of the release it returns.
+func (f *InFlight) Acquire() (release func(), ok bool) {
 	if f == nil {
-		return true
+		return func() {}, true
 	}
+	now := f.since()
+	if f.wait > 0 && now-time.Duration(f.windowStart.Load()) >= Window {
+		f.roll(now)
+	}
+	limit := f.limit.Load()
 	for {
 		n := f.n.Load()
-		if n >= f.max {
-			return false
+		if n >= limit {
+			return nil, false
 		}
 		if f.n.CompareAndSwap(n, n+1) {
-			return true
+			break
+		}
+	}
+	return func() { f.release(now) }, true
+}
+
+func (f *InFlight) release(admitted time.Duration) {
+	f.n.Add(-1)
+	if f.wait <= 0 {
+		return
+	}
+	took := int64(f.since() - admitted)
+	f.done.Add(1)
+	for {
+		s := f.shortest.Load()
+		if took >= s || f.shortest.CompareAndSwap(s, took) {
+			return
 		}
 	}
 }
 
-// Release gives a place back.
-func (f *InFlight) Release() {
-	if f != nil {
-		f.n.Add(-1)
+func (f *InFlight) since() time.Duration { return f.now().Sub(f.base) }
+
+// roll closes the window that began at windowStart and sets the bound for the next one.
+func (f *InFlight) roll(now time.Duration) {
+	if !f.mu.TryLock() {
+		return // another request is rolling it
 	}
+	defer f.mu.Unlock()
+	start := time.Duration(f.windowStart.Load())
+	elapsed := now - start
+	if elapsed < Window {
+		return
+	}
+	done, shortest := f.done.Swap(0), f.shortest.Swap(maxNanos)
+	rate := float64(done) / elapsed.Seconds()
+	if f.throughput == 0 || elapsed > 10*Window {
+		f.throughput = rate
+	} else {
+		f.throughput = 0.7*f.throughput + 0.3*rate
+	}
+	// A queue stands when even the quickest request took over half the target (the bound
+	// below holds latency near the target, so it stays engaged while the overload lasts).
+	standing := (done > 0 && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0)
+	limit := f.max
+	if standing {
+		limit = min(f.max, max(Floor, int64(f.throughput*f.wait.Seconds())))
+	}
+	f.limit.Store(limit)
+	f.windowStart.Store(int64(now))
 }
 
 // Len is how many places are taken (a gauge for /metrics).
@@ -52,10 +136,18 @@ func (f *InFlight) Len() int {
 	return int(f.n.Load())
 }
 
-// Max is the bound (0: none).
+// Max is the fixed bound (0: none).
 func (f *InFlight) Max() int {
 	if f == nil {
 		return 0
 	}
 	return int(f.max)
+}
+
+// Limit is the bound in force now: Max, or lower while a queue stands (a gauge for /metrics).
+func (f *InFlight) Limit() int {
+	if f == nil {
+		return 0
+	}
+	return int(f.limit.Load())
 }

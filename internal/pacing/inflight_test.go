@@ -1,38 +1,43 @@
 package pacing
 
 import (
+	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestInFlight(t *testing.T) {
-	f := NewInFlight(3)
+	f := NewInFlight(3, 0)
+	var releases []func()
 	for i := range 3 {
-		if !f.Acquire() {
+		release, ok := f.Acquire()
+		if !ok {
 			t.Fatalf("place %d of 3 refused", i+1)
 		}
+		releases = append(releases, release)
 	}
-	if f.Acquire() || f.Len() != 3 {
+	if _, ok := f.Acquire(); ok || f.Len() != 3 {
 		t.Fatalf("a 4th place was given, or a refusal kept one: %d taken", f.Len())
 	}
-	f.Release()
-	if !f.Acquire() {
+	releases[0]()
+	if _, ok := f.Acquire(); !ok {
 		t.Fatal("a released place was not given again")
 	}
 
 	// Under contention the bound holds and every place comes back.
-	f = NewInFlight(8)
+	f = NewInFlight(8, 0)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	most := 0
 	for range 64 {
 		wg.Go(func() {
 			for range 200 {
-				if f.Acquire() {
+				if release, ok := f.Acquire(); ok {
 					mu.Lock()
 					most = max(most, f.Len())
 					mu.Unlock()
-					f.Release()
+					release()
 				}
 			}
 		})
@@ -42,9 +47,128 @@ func TestInFlight(t *testing.T) {
 		t.Fatalf("at most %d in flight (bound 8), %d left taken", most, f.Len())
 	}
 
-	var none *InFlight = NewInFlight(0)
-	if none != nil || !none.Acquire() || none.Len() != 0 || none.Max() != 0 {
+	var none *InFlight = NewInFlight(0, time.Second)
+	release, ok := none.Acquire()
+	if none != nil || !ok || none.Len() != 0 || none.Max() != 0 {
 		t.Fatal("no bound must admit everything")
 	}
-	none.Release()
+	release()
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+func newClocked(max int, wait time.Duration) (*InFlight, *fakeClock) {
+	c := &fakeClock{t: time.Unix(1_000_000, 0)}
+	f := NewInFlight(max, wait)
+	f.now, f.base = c.now, c.t
+	return f, c
+}
+
+// serve runs one window: n requests admitted at its start, each finished after took; it
+// returns how many were refused.
+func serve(f *InFlight, c *fakeClock, n int, took time.Duration) (refused int) {
+	var releases []func()
+	for range n {
+		if release, ok := f.Acquire(); ok {
+			releases = append(releases, release)
+		} else {
+			refused++
+		}
+	}
+	c.add(took)
+	for _, r := range releases {
+		r()
+	}
+	c.add(Window - took)
+	return refused
+}
+
+// server simulates a server that finishes capacity requests a millisecond, first in first
+// out, offered arrivals a millisecond for d; it returns the accepted requests' times in
+// flight in the last half of the run, how many it finished there, and how many it refused.
+func server(f *InFlight, c *fakeClock, arrivals, capacity int, d time.Duration) (took []time.Duration, finished, refused int) {
+	type req struct {
+		at      time.Time
+		release func()
+	}
+	var queue []req
+	half := c.t.Add(d / 2)
+	for end := c.t.Add(d); c.t.Before(end); c.add(time.Millisecond) {
+		for range arrivals {
+			if release, ok := f.Acquire(); ok {
+				queue = append(queue, req{c.t, release})
+			} else if !c.t.Before(half) {
+				refused++
+			}
+		}
+		for k := 0; k < capacity && len(queue) > 0; k++ {
+			r := queue[0]
+			queue = queue[1:]
+			if !c.t.Before(half) {
+				took = append(took, c.t.Sub(r.at))
+				finished++
+			}
+			r.release()
+		}
+	}
+	for _, r := range queue {
+		r.release()
+	}
+	return took, finished, refused
+}
+
+func p99(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)*99/100]
+}
+
+// The latency target: at three times what the server can finish, a fixed bound of 512 keeps
+// 512 requests queued (128 ms at 4,000/s), while the target keeps the accepted ones near 50 ms
+// and the server as busy as before; a fast burst on an idle server is admitted whole; a
+// stalled writer (nothing finished, some in flight) brings the bound down to the floor; once
+// requests are fast again the bound is the fixed one again.
+func TestInFlightLatencyTarget(t *testing.T) {
+	f, c := newClocked(512, 50*time.Millisecond)
+	if refused := serve(f, c, 500, time.Millisecond); refused != 0 || f.Limit() != 512 {
+		t.Fatalf("a fast burst on an idle server: %d refused, bound %d (want 0, 512)", refused, f.Limit())
+	}
+
+	fixed, fc := newClocked(512, 0)
+	tookFixed, finishedFixed, _ := server(fixed, fc, 12, 4, 4*time.Second)
+	took, finished, refused := server(f, c, 12, 4, 4*time.Second)
+	if p := p99(tookFixed); p < 120*time.Millisecond {
+		t.Fatalf("the fixed bound of 512 at 4,000/s should queue about 128 ms, p99 %v", p)
+	}
+	if p := p99(took); p > 75*time.Millisecond {
+		t.Fatalf("with a 50 ms target the accepted p99 is %v (fixed bound: %v)", p, p99(tookFixed))
+	}
+	if finished < finishedFixed*95/100 || refused == 0 {
+		t.Fatalf("with the target the server finished %d (fixed: %d) and refused %d", finished, finishedFixed, refused)
+	}
+	if l := f.Limit(); l < Floor || l > 300 {
+		t.Fatalf("a standing queue at 4,000/s with a 50 ms target: bound %d, want about 200", l)
+	}
+
+	// A stalled writer: a window with requests in flight and none finished.
+	release, ok := f.Acquire()
+	if !ok {
+		t.Fatal("refused below the bound")
+	}
+	c.add(Window)
+	if r, ok := f.Acquire(); ok { // rolls the window
+		r()
+	}
+	if l := f.Limit(); l > 200 || l < Floor {
+		t.Fatalf("a stall: bound %d, want between the floor %d and the throughput's", l, Floor)
+	}
+	release()
+	for range 3 {
+		serve(f, c, 10, time.Millisecond)
+	}
+	if f.Limit() != 512 {
+		t.Fatalf("fast again: bound %d, want the fixed 512", f.Limit())
+	}
 }

@@ -124,10 +124,11 @@ func (h *Handler) submit(r *http.Request) (*telemetry.Result, error) {
 	// The caller is checked before the body is read (CONTRACT §4's order), and so is the
 	// bound on heartbeats in flight: over it, the answer is 503 before the body costs
 	// anything (telemetry.Service.Admit says why the order allows it).
-	if err := h.Telemetry.Admit(ctx, r.PathValue("agent_id")); err != nil {
+	done, err := h.Telemetry.Admit(ctx, r.PathValue("agent_id"))
+	if err != nil {
 		return nil, err // counted by Admit
 	}
-	defer h.Telemetry.Done()
+	defer done()
 	data, err := h.readBody(nil, r)
 	if err != nil {
 		return refused(err)

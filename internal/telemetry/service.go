@@ -87,7 +87,8 @@ func (s *Service) Caller(ctx context.Context, agentID string) (*domain.Principal
 // caller's checks (Caller), then a place among the heartbeats in flight. With every place
 // taken it fails at once with the engine's own refusal (503 unavailable with Retry-After,
 // nothing written), so that under overload a refusal costs no body read, decode or write.
-// On success the transport calls Done once Submit has returned. Refusals are counted here.
+// On success the transport calls the returned done once Submit has returned. Refusals are
+// counted here.
 //
 // The caller comes first because CONTRACT §4 orders 401 and 403 before everything else, and
 // checking it costs nothing the shedding would save (the token was authenticated by the
@@ -95,26 +96,29 @@ func (s *Service) Caller(ctx context.Context, agentID string) (*domain.Principal
 // come first: reading and decoding it is the cost shedding avoids. A 503 is about the server,
 // not the request (as when the database is down), and says to send it again later, when
 // anything wrong with it is answered in the contract's order.
-func (s *Service) Admit(ctx context.Context, agentID string) error {
+func (s *Service) Admit(ctx context.Context, agentID string) (done func(), err error) {
 	if _, err := s.Caller(ctx, agentID); err != nil {
 		s.Count(ctx, nil, err)
-		return err
+		return nil, err
 	}
-	if !s.InFlight.Acquire() {
+	done, ok := s.InFlight.Acquire()
+	if !ok {
 		s.Count(ctx, nil, engine.ErrOverloaded)
-		return engine.ErrOverloaded
+		return nil, engine.ErrOverloaded
 	}
-	return nil
+	return done, nil
 }
-
-// Done gives back the place an Admit took.
-func (s *Service) Done() { s.InFlight.Release() }
 
 // DefaultMaxInFlight is the default bound on heartbeats in flight: the write engine's queue
 // bound (internal/store: 512 writes, a few tens of milliseconds of the SQLite writer). More
 // admitted heartbeats than that would only wait in front of the queue and then be refused by
 // it, after their bodies were read and decoded.
 const DefaultMaxInFlight = 512
+
+// DefaultLatencyTarget is the default latency target of the heartbeats in flight: half of
+// the 100 ms an agent's heartbeat should take at most under overload, the rest left for the
+// network, the kernel's queues and the client.
+const DefaultLatencyTarget = 50 * time.Millisecond
 
 // submit is Submit without the counter (metrics.go).
 func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {
