@@ -115,10 +115,12 @@ func (s *Service) Admit(ctx context.Context, agentID string) (done func(), err e
 // it, after their bodies were read and decoded.
 const DefaultMaxInFlight = 512
 
-// DefaultLatencyTarget is the default latency target of the heartbeats in flight: half of
-// the 100 ms an agent's heartbeat should take at most under overload, the rest left for the
-// network, the kernel's queues and the client.
-const DefaultLatencyTarget = 50 * time.Millisecond
+// DefaultLatencyTarget is the default latency target of the heartbeats in flight. The
+// admitted heartbeats then wait about this long at the median, and their tail (writer stalls,
+// waits for a core) several times it: 20 ms kept an overloaded server's p99 near the 100 ms an
+// agent's heartbeat should take at most, where 50 ms let it reach 300 ms (BENCHMARKS.md,
+// "Shedding load").
+const DefaultLatencyTarget = 20 * time.Millisecond
 
 // submit is Submit without the counter (metrics.go).
 func (s *Service) submit(ctx context.Context, agentID string, hb *Heartbeat, claims *IdentityClaims) (*Result, error) {

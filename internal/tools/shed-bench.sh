@@ -25,8 +25,11 @@
 #   internal/tools/shed-bench.sh [--db sqlite|postgres] [--agents 50000] [--duration 15s]
 #                                [--rates "4000 4500 5000"] [--over-base N] [--bounds "512 64"]
 #                                [--connections 2000] [--bin PATH] [--serve-flags "..."]
-#                                [--profile FILE] [--json DIR]
+#                                [--profile FILE] [--json DIR] [--server-cpus LIST --loadgen-cpus LIST]
 #
+# --server-cpus and --loadgen-cpus pin the server and the load generator to CPUs of their own
+# (taskset lists, e.g. 0 and 1), so that the generator's work neither slows the server nor
+# waits on it for a core: the nearest this one machine comes to agents on other machines.
 # --rates "" skips phases 1 and 2 (then --over-base is needed). --profile writes the server's CPU
 # profile of (each) phase 3 to FILE (FILE.BOUND with --bounds); --json keeps each phase's loadgen
 # --json output in DIR. --db postgres creates a database of its own on $ONEPROTECT_BENCH_POSTGRES
@@ -37,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . internal/tools/bench-lib.sh
 DBKIND=sqlite; AGENTS=50000; DURATION=15s; RATES="4000 4500 5000"; BASE=""; BOUNDS=""; CONNS=2000; BIN=""; SERVE_FLAGS=""
-PROFILE=""; JSONDIR=""
+PROFILE=""; JSONDIR=""; SERVER_CPUS=""; LOADGEN_CPUS=""
 PG=${ONEPROTECT_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -52,11 +55,16 @@ while [ $# -gt 0 ]; do
     --serve-flags) SERVE_FLAGS=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --json) JSONDIR=$2; shift 2 ;;
+    --server-cpus) SERVER_CPUS=$2; shift 2 ;;
+    --loadgen-cpus) LOADGEN_CPUS=$2; shift 2 ;;
     *) echo "unknown flag $1" >&2; exit 2 ;;
   esac
 done
 SVC=127.0.0.1:18775; SVC_PID=""; PPROF=127.0.0.1:18776
 bench_scratch shed
+# pinned CPUS CMD...: CMD on CPUS (taskset), or anywhere when CPUS is empty; GOMAXPROCS follows
+# the CPUs it may use.
+pinned() { local cpus=$1; shift; if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
 [ -n "$JSONDIR" ] && mkdir -p "$JSONDIR"
 # Thousands of connections: more open files than the usual soft limit of 1024.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -68,7 +76,7 @@ extra+=($SERVE_FLAGS)
 # bench_start DB [FLAGS...]: the service on DB with the bench's flags and FLAGS.
 bench_start() {
   local db=$1; shift
-  "$BIN" serve --db "$db" --addr "$SVC" "${extra[@]}" "$@" 2>>"$WORK/serve.log" &
+  pinned "$SERVER_CPUS" "$BIN" serve --db "$db" --addr "$SVC" "${extra[@]}" "$@" 2>>"$WORK/serve.log" &
   SVC_PID=$!
   for _ in $(seq 1 300); do curl -sf "http://$SVC/readyz" >/dev/null && break; sleep 0.1; done
 }
@@ -130,7 +138,7 @@ phase() {
   local name=$1 before lg srv; shift
   handling "$WORK/$name.before"
   before=$(cpu_secs "$SVC_PID")
-  lg=$( { TIMEFORMAT=%U+%S; time "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
+  lg=$( { TIMEFORMAT=%U+%S; time pinned "$LOADGEN_CPUS" "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
     --order random --duration "$DURATION" --quiet --json "$@" > "$WORK/$name.json"; } 2>&1 )
   srv=$(echo "$(cpu_secs "$SVC_PID") - $before" | bc); lg=$(echo "$lg" | bc)
   echo "$name: CPU seconds: server $srv, load generator $lg" \
@@ -168,8 +176,9 @@ case "$DBKIND" in
 esac
 bench_start "$DB"
 echo "server: $("$BIN" version 2>/dev/null | head -1), $DBKIND, flags: ${extra[*]}; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "$SERVER_CPUS$LOADGEN_CPUS" ] && echo "pinned: server on CPUs ${SERVER_CPUS:-any}, load generator on ${LOADGEN_CPUS:-any} (the enrollment's generator is not pinned)"
 bench_enroll "$DB" "Shed" "$AGENTS" 64
-"$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
+pinned "$LOADGEN_CPUS" "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
   --concurrency 64 --quiet --json > "$WORK/prime.json"
 jq -r '"first heartbeats: \(.requests) in \(.duration_seconds | floor)s, errors \(.errors)"' "$WORK/prime.json"
 # Earlier writes (the enrollment, another benchmark's files) flushed now, not during a phase.
