@@ -17,8 +17,8 @@ import (
 // (Little's law) and the throughput moves with the database, the machine and the fleet. So
 // while a queue stands (every request finished in the last window took over Wait/2, or
 // none finished while some were in flight: the writer is stalled), at most throughput x Wait
-// are admitted, never fewer than a floor. A burst on an idle server forms no standing queue
-// (its first requests finish fast), so it is not refused; the idea is CoDel's.
+// are admitted, never fewer than a floor. A burst that the server serves within the target
+// forms no standing queue (its requests finish fast), so it is not refused; the idea is CoDel's.
 type InFlight struct {
 	max  int64
 	wait time.Duration
@@ -122,7 +122,9 @@ func (f *InFlight) roll(now time.Duration) {
 	standing := (done > 0 && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0)
 	limit := f.max
 	if standing {
-		limit = min(f.max, max(Floor, int64(f.throughput*f.wait.Seconds())))
+		// The last window's own rate as well as the smoothed one: a server that just became
+		// busy has a smoothed rate from its idle windows, far below what it can serve.
+		limit = min(f.max, max(Floor, int64(max(f.throughput, rate)*f.wait.Seconds())))
 	}
 	f.limit.Store(limit)
 	f.windowStart.Store(int64(now))

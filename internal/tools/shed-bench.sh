@@ -62,9 +62,11 @@ while [ $# -gt 0 ]; do
 done
 SVC=127.0.0.1:18775; SVC_PID=""; PPROF=127.0.0.1:18776
 bench_scratch shed
-# pinned CPUS CMD...: CMD on CPUS (taskset), or anywhere when CPUS is empty; GOMAXPROCS follows
-# the CPUs it may use.
-pinned() { local cpus=$1; shift; if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi; }
+# The commands that pin the server and the generator (taskset execs the program, so $! is the
+# server's own pid); Go's GOMAXPROCS follows the CPUs a process may use.
+srv_pin=(); lg_pin=()
+[ -n "$SERVER_CPUS" ] && srv_pin=(taskset -c "$SERVER_CPUS")
+[ -n "$LOADGEN_CPUS" ] && lg_pin=(taskset -c "$LOADGEN_CPUS")
 [ -n "$JSONDIR" ] && mkdir -p "$JSONDIR"
 # Thousands of connections: more open files than the usual soft limit of 1024.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -76,7 +78,7 @@ extra+=($SERVE_FLAGS)
 # bench_start DB [FLAGS...]: the service on DB with the bench's flags and FLAGS.
 bench_start() {
   local db=$1; shift
-  pinned "$SERVER_CPUS" "$BIN" serve --db "$db" --addr "$SVC" "${extra[@]}" "$@" 2>>"$WORK/serve.log" &
+  "${srv_pin[@]}" "$BIN" serve --db "$db" --addr "$SVC" "${extra[@]}" "$@" 2>>"$WORK/serve.log" &
   SVC_PID=$!
   for _ in $(seq 1 300); do curl -sf "http://$SVC/readyz" >/dev/null && break; sleep 0.1; done
 }
@@ -138,7 +140,7 @@ phase() {
   local name=$1 before lg srv; shift
   handling "$WORK/$name.before"
   before=$(cpu_secs "$SVC_PID")
-  lg=$( { TIMEFORMAT=%U+%S; time pinned "$LOADGEN_CPUS" "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
+  lg=$( { TIMEFORMAT=%U+%S; time "${lg_pin[@]}" "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" \
     --order random --duration "$DURATION" --quiet --json "$@" > "$WORK/$name.json"; } 2>&1 )
   srv=$(echo "$(cpu_secs "$SVC_PID") - $before" | bc); lg=$(echo "$lg" | bc)
   echo "$name: CPU seconds: server $srv, load generator $lg" \
@@ -178,7 +180,7 @@ bench_start "$DB"
 echo "server: $("$BIN" version 2>/dev/null | head -1), $DBKIND, flags: ${extra[*]}; $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 [ -n "$SERVER_CPUS$LOADGEN_CPUS" ] && echo "pinned: server on CPUs ${SERVER_CPUS:-any}, load generator on ${LOADGEN_CPUS:-any} (the enrollment's generator is not pinned)"
 bench_enroll "$DB" "Shed" "$AGENTS" 64
-pinned "$LOADGEN_CPUS" "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
+"${lg_pin[@]}" "$BIN" loadgen --server "http://$SVC" --agents "$AGENTS" --agents-file "$WORK/agents.json" --order once \
   --concurrency 64 --quiet --json > "$WORK/prime.json"
 jq -r '"first heartbeats: \(.requests) in \(.duration_seconds | floor)s, errors \(.errors)"' "$WORK/prime.json"
 # Earlier writes (the enrollment, another benchmark's files) flushed now, not during a phase.
