@@ -222,7 +222,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(pacing.RateFlag{Rate: &agentRate}, "agent-rate-limit", "requests per agent, N/DURATION (429 rate_limited beyond it; 0: off)")
 	fs.Var(pacing.RateFlag{Rate: &enrollRate}, "enroll-rate-limit", "enrollments per source address, N/DURATION (429 rate_limited beyond it; 0: off)")
 	inFlight := fs.Int("max-heartbeats-in-flight", def.MaxHeartbeatsInFlight, "most heartbeats served at once; beyond it a heartbeat is answered 503 unavailable with Retry-After before its body is read (0: no bound but the write queue's)")
-	latencyTarget := fs.Duration("heartbeat-latency-target", def.HeartbeatLatencyTarget, "while heartbeats queue longer than this, admit only what the recent throughput serves within it (503 unavailable with Retry-After beyond; 0: --max-heartbeats-in-flight alone)")
+	latencyTarget := fs.Duration("heartbeat-latency-target", def.HeartbeatLatencyTarget, "while heartbeats queue (the quickest of 100 ms took over half this), admit only what the recent throughput serves within it (503 unavailable with Retry-After beyond; 0: --max-heartbeats-in-flight alone)")
 	onConflict := def.OnIdentityConflict
 	fs.Var(&onConflict, "on-identity-conflict", "one agent credential seen from two live machines: flag (flag the identity for review) or refuse (also answer the newer machine 409 identity_conflict)")
 	if err := parse(fs, args); err != nil {

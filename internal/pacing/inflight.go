@@ -19,6 +19,9 @@ import (
 // none finished while some were in flight: the writer is stalled), at most throughput x Wait
 // are admitted, never fewer than a floor. A burst that the server serves within the target
 // forms no standing queue (its requests finish fast), so it is not refused; the idea is CoDel's.
+// The target must be above a heartbeat's own latency on an idle server (a millisecond or two
+// here): with a database whose every commit takes longer, the bound would stay at what the
+// throughput serves within the target, and the throughput fall to the floor's.
 type InFlight struct {
 	max  int64
 	wait time.Duration
@@ -119,7 +122,9 @@ func (f *InFlight) roll(now time.Duration) {
 	}
 	// A queue stands when even the quickest request took over half the target (the bound
 	// below holds latency near the target, so it stays engaged while the overload lasts).
-	standing := (done > 0 && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0)
+	// (A release between the two swaps above counts in this window's done but not in its
+	// shortest: a window with no shortest is not a standing queue.)
+	standing := (done > 0 && shortest != maxNanos && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0)
 	limit := f.max
 	if standing {
 		// The last window's own rate as well as the smoothed one: a server that just became

@@ -172,3 +172,45 @@ func TestInFlightLatencyTarget(t *testing.T) {
 		t.Fatalf("fast again: bound %d, want the fixed 512", f.Limit())
 	}
 }
+
+// With a latency target, many requests at once (windows rolled and times recorded
+// concurrently, under the race detector) still never pass the fixed bound, and every place
+// comes back.
+func TestInFlightLatencyTargetConcurrent(t *testing.T) {
+	f := NewInFlight(16, time.Microsecond)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	most := 0
+	for range 32 {
+		wg.Go(func() {
+			deadline := time.Now().Add(3 * Window)
+			for time.Now().Before(deadline) {
+				if release, ok := f.Acquire(); ok {
+					mu.Lock()
+					most = max(most, f.Len())
+					mu.Unlock()
+					time.Sleep(50 * time.Microsecond)
+					release()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if most > 16 || f.Len() != 0 || f.Limit() < 1 || f.Limit() > 16 {
+		t.Fatalf("at most %d in flight (bound 16), %d left taken, bound in force %d", most, f.Len(), f.Limit())
+	}
+}
+
+// A server that just became busy: its smoothed throughput comes from idle windows, but the
+// bound follows the busy window's own rate, so it does not fall to the floor at once.
+func TestInFlightJustBusy(t *testing.T) {
+	f, c := newClocked(4096, 20*time.Millisecond)
+	for range 20 {
+		serve(f, c, 1, time.Millisecond) // 10/s, idle
+	}
+	serve(f, c, 2000, 30*time.Millisecond) // 20,000/s, slower than half the target
+	serve(f, c, 1, time.Millisecond)       // rolls the busy window
+	if l := f.Limit(); l < 300 {
+		t.Fatalf("just busy at 20,000/s with a 20 ms target: bound %d, want about 400 (not the floor %d)", l, Floor)
+	}
+}

@@ -11,7 +11,8 @@
 #   3. open loop at 3 x that rate (or 3 x --over-base) over CONNS connections: accepted count,
 #      rate and p99, the 503s' count, p50 and p99 (all from the scheduled times), the arrivals
 #      never sent and how late the generator sent; with --bounds, once per bound, the server
-#      restarted with --max-heartbeats-in-flight at each.
+#      restarted with --max-heartbeats-in-flight at each (the server's latency target stays on:
+#      add --serve-flags "--heartbeat-latency-target 0" to compare the fixed bounds alone).
 #
 # Each phase also prints the CPU seconds of the server and of the load generator (and per request
 # sent), the group commits (how many, writes each, mean duration, how many over 50 and 100 ms),
@@ -34,8 +35,8 @@
 # profile of (each) phase 3 to FILE (FILE.BOUND with --bounds); --json keeps each phase's loadgen
 # --json output in DIR. --db postgres creates a database of its own on $ONEPROTECT_BENCH_POSTGRES
 # (default postgres://postgres@127.0.0.1:5432) and drops it at the end. Needs jq, curl and bc
-# (and psql for PostgreSQL); everything listens on 127.0.0.1 and the load generator shares the
-# machine's cores with the server.
+# (and psql for PostgreSQL); everything listens on 127.0.0.1 and, unless pinned, the load
+# generator shares the machine's cores with the server.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . internal/tools/bench-lib.sh
@@ -65,6 +66,9 @@ bench_scratch shed
 # The commands that pin the server and the generator (taskset execs the program, so $! is the
 # server's own pid); Go's GOMAXPROCS follows the CPUs a process may use.
 srv_pin=(); lg_pin=()
+for cpus in "$SERVER_CPUS" "$LOADGEN_CPUS"; do
+  [ -z "$cpus" ] || taskset -c "$cpus" true || { echo "cannot pin to CPUs $cpus" >&2; exit 2; }
+done
 [ -n "$SERVER_CPUS" ] && srv_pin=(taskset -c "$SERVER_CPUS")
 [ -n "$LOADGEN_CPUS" ] && lg_pin=(taskset -c "$LOADGEN_CPUS")
 [ -n "$JSONDIR" ] && mkdir -p "$JSONDIR"
