@@ -158,6 +158,10 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		a.Metrics.CommitSize.Observe(float64(n))
 		a.Metrics.CommitSeconds.Observe(took.Seconds())
 	}
+	st.ObserveCheckpoints(func(kind string, took time.Duration, framesLeft int) {
+		a.Metrics.CheckpointSeconds.WithLabelValues(kind).Observe(took.Seconds())
+		a.Metrics.WALBacklog.Set(float64(framesLeft))
+	})
 	a.Auth = auth.NewAuthenticator(st, cfg.Now)
 	a.Auth.Log = cfg.Log
 	a.Tenancy = &tenancy.Service{Store: st, Now: cfg.Now, TokensChanged: a.Auth.Forget,

@@ -54,6 +54,9 @@ type Metrics struct {
 	// CommitSize and CommitSeconds describe the group commits (heartbeats and enrollments).
 	CommitSize    prometheus.Histogram
 	CommitSeconds prometheus.Histogram
+	// CheckpointSeconds and WALBacklog describe SQLite's WAL checkpoints (store.ObserveCheckpoints).
+	CheckpointSeconds *prometheus.HistogramVec
+	WALBacklog        prometheus.Gauge
 }
 
 // NewMetrics registers the collectors.
@@ -80,7 +83,16 @@ func NewMetrics() *Metrics {
 		Name: "oneprotect_group_commit_seconds", Help: "Duration of a group commit.",
 		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1},
 	})
-	m.Registry.MustRegister(m.requests, m.duration, m.Heartbeats, m.CommitSize, m.CommitSeconds,
+	m.CheckpointSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "oneprotect_sqlite_checkpoint_seconds",
+		Help:    "Duration of SQLite WAL checkpoints: background (off the writer's path) and restart (on the writer's connection: the writer waits for it).",
+		Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"kind"})
+	m.WALBacklog = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "oneprotect_sqlite_wal_backlog_frames",
+		Help: "WAL frames (pages) not yet copied back into the SQLite database file after the last checkpoint.",
+	})
+	m.Registry.MustRegister(m.requests, m.duration, m.Heartbeats, m.CommitSize, m.CommitSeconds, m.CheckpointSeconds, m.WALBacklog,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

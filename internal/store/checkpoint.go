@@ -63,13 +63,19 @@ func (s *Store) startCheckpointer(ctx context.Context) error {
 				// A failure (busy, or the database busy with another process's checkpoint) is
 				// retried on the next tick; nothing depends on one round. (A background job, not
 				// a statement of any request.)
-				if frames, err := walCheckpoint(conn, "PASSIVE"); err == nil && frames > walRestartFrames {
+				if frames, err := s.timedCheckpoint(conn, "background"); err == nil && frames > walRestartFrames {
 					_ = s.restartWAL()
 				}
 			}
 		}
 	}()
 	return nil
+}
+
+// ObserveCheckpoints makes f learn each SQLite WAL checkpoint: its kind ("background", or
+// "restart", which the writer waits for), its duration, and the WAL frames it left uncopied.
+func (s *Store) ObserveCheckpoints(f func(kind string, took time.Duration, framesLeft int)) {
+	s.observeCheckpoint.Store(&f)
 }
 
 // restartWAL checkpoints on the writer's connection, so that no write comes in between.
@@ -80,13 +86,26 @@ func (s *Store) restartWAL() error {
 		return err
 	}
 	defer w.Close()
-	_, err = walCheckpoint(w, "PASSIVE")
+	_, err = s.timedCheckpoint(w, "restart")
 	return err
 }
 
-// walCheckpoint runs one checkpoint in mode and answers how many frames the WAL holds.
-func walCheckpoint(conn *sql.Conn, mode string) (frames int, err error) {
-	var busy, checkpointed int
-	err = conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &checkpointed)
+// timedCheckpoint runs one PASSIVE checkpoint on conn and tells ObserveCheckpoint how long it
+// took (kind: "background", or "restart" on the writer's connection, which the writer waits
+// for) and how many WAL frames were still not copied back after it.
+func (s *Store) timedCheckpoint(conn *sql.Conn, kind string) (frames int, err error) {
+	start := time.Now()
+	frames, copied, err := walCheckpoint(conn, "PASSIVE")
+	if f := s.observeCheckpoint.Load(); f != nil && err == nil {
+		(*f)(kind, time.Since(start), frames-copied)
+	}
 	return frames, err
+}
+
+// walCheckpoint runs one checkpoint in mode and answers how many frames the WAL holds and how
+// many of them are copied back into the database file.
+func walCheckpoint(conn *sql.Conn, mode string) (frames, copied int, err error) {
+	var busy int
+	err = conn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &copied)
+	return frames, copied, err
 }

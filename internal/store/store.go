@@ -58,6 +58,8 @@ type Store struct {
 
 	// ObserveCommit, when set, learns the size and duration of every group commit.
 	ObserveCommit func(writes int, took time.Duration)
+	// observeCheckpoint: see ObserveCheckpoints (atomic: the checkpointer runs from Open on).
+	observeCheckpoint atomic.Pointer[func(kind string, took time.Duration, framesLeft int)]
 }
 
 // IsPostgres reports whether dsn selects PostgreSQL (CONTRACT §3).
