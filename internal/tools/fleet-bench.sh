@@ -3,7 +3,8 @@
 # On a fresh database it enrolls AGENTS agents over HTTP, primes their first heartbeats (every
 # agent once, in order: the assets are created), then drives heartbeats from agents chosen
 # uniformly at random over the whole fleet with wrk, then the same load over a hot set of 1,000
-# of them. It prints, for each phase, req/s and p99 (and non-2xx), then the server's RSS and the
+# of them, then both loads again from `oneprotect loadgen` (whose p99, unlike wrk's at a million
+# agents, is the server's). It prints, for each phase, req/s and p99 (and non-2xx), then the server's RSS and the
 # database growth per enrolled agent and per stored heartbeat (SQLite: the logical size a reader
 # sees, WAL not counted; PostgreSQL: pg_database_size).
 #
@@ -133,6 +134,17 @@ head -n 1000 "$WORK/heartbeats.lua.agents" > "$WORK/hot.agents"
 sed "s#$WORK/heartbeats.lua.agents#$WORK/hot.agents#" "$WORK/heartbeats.lua" > "$WORK/hot.lua"
 out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$WORK/hot.lua" "http://$SVC" -- random)
 wrk_line "hot set of 1000 at random" "$out"
+
+# The same two loads from the project's own load generator (Go; 64 connections, closed loop, as
+# wrk). wrk's Lua holds the whole fleet in its tables, and at a million agents its own pauses
+# show in its p99 (BENCHMARKS.md, "wrk's tail at a million agents"); the server's tail is this one.
+lg_phase() { # label, agents
+  "$BIN" loadgen --server "http://$SVC" --agents "$2" --agents-file "$WORK/agents.json" --order random \
+    --duration "$DURATION" --concurrency 64 --quiet --json |
+    jq -r --arg l "$1" '"\($l): \(.requests_per_second | floor) req/s, p99 \(.latency_ms.p99) ms, max \(.latency_ms.max) ms, errors \(.errors)"'
+}
+lg_phase "loadgen: fleet of $AGENTS at random" "$AGENTS"
+lg_phase "loadgen: hot set of 1000 at random" 1000
 
 after=$(db_bytes); rows_after=$(log_rows)
 echo "server RSS after the fleet run: $rss"
