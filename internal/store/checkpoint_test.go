@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -22,6 +23,16 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	s.ObserveCheckpoints(func(kind string, took time.Duration, framesLeft int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if took < 0 || framesLeft < 0 {
+			t.Errorf("checkpoint %s: took %v, %d frames left", kind, took, framesLeft)
+		}
+		seen[kind]++
+	})
 	if _, err := s.W.ExecContext(ctx, "CREATE TABLE wal_probe (id INTEGER PRIMARY KEY, pad BLOB)"); err != nil {
 		t.Fatal(err)
 	}
@@ -44,5 +55,11 @@ func TestWALStaysBoundedUnderSteadyWrites(t *testing.T) {
 	var n int
 	if err := s.R.QueryRowContext(ctx, "SELECT count(*) FROM wal_probe").Scan(&n); err != nil || n != writes {
 		t.Fatalf("rows = %d (%v), want %d", n, err, writes)
+	}
+	// Both kinds of checkpoint were seen by the observer (/metrics' source).
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["background"] == 0 || seen["restart"] == 0 {
+		t.Errorf("checkpoints observed: %v; want background and restart ones", seen)
 	}
 }
