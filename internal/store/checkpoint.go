@@ -90,9 +90,9 @@ func (s *Store) restartWAL() error {
 	return err
 }
 
-// timedCheckpoint runs one PASSIVE checkpoint on conn and tells the ObserveCheckpoints observer how long it
-// took (kind: "background", or "restart" on the writer's connection, which the writer waits
-// for) and how many WAL frames were still not copied back after it.
+// timedCheckpoint runs one PASSIVE checkpoint on conn and tells the ObserveCheckpoints
+// observer how long it took (kind: "background", or "restart" on the writer's connection,
+// which the writer waits for) and how many WAL frames were still not copied back after it.
 func (s *Store) timedCheckpoint(conn *sql.Conn, kind string) (frames int, err error) {
 	start := time.Now()
 	frames, copied, err := walCheckpoint(conn, "PASSIVE")
