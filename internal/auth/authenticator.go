@@ -9,9 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
-
 	"github.com/oneprotect/telemetry/internal/domain"
+	"github.com/oneprotect/telemetry/internal/flatcache"
 )
 
 // TokenStore finds live tokens and tells when any token was revoked.
@@ -35,7 +34,7 @@ type Authenticator struct {
 	Tokens TokenStore
 	Now    func() time.Time
 	Log    *slog.Logger
-	cache  *expirable.LRU[string, *domain.Principal]
+	cache  *flatcache.Cache[*domain.Principal]
 
 	epochMu    sync.Mutex
 	epoch      int64
@@ -46,10 +45,10 @@ type Authenticator struct {
 
 // Token cache bounds.
 const (
-	// tokenCacheSize holds a million-agent fleet's tokens (about 400 bytes each): at fleet
-	// scale every heartbeat comes from another agent, and a smaller cache would make most of
-	// them a database read.
-	tokenCacheSize = 1_200_000
+	// tokenCacheBytes holds a million-agent fleet's tokens (an agent's entry takes about 330
+	// bytes): at fleet scale every heartbeat comes from another agent, and a smaller cache
+	// would make most of them a database read. The memory is taken as entries arrive.
+	tokenCacheBytes = 512 << 20
 	// tokenCacheTTL bounds how long an entry lives; revocation and expiry do not wait for it
 	// (the credential epoch and ExpiresAt are checked on every hit). It is longer than any
 	// sane heartbeat interval, so an agent's token stays cached from beat to beat.
@@ -65,7 +64,7 @@ const (
 // NewAuthenticator returns an Authenticator with its cache.
 func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
 	return &Authenticator{Tokens: tokens, Now: now, start: time.Now(),
-		cache: expirable.NewLRU[string, *domain.Principal](tokenCacheSize, nil, tokenCacheTTL)}
+		cache: flatcache.New(tokenCacheBytes, tokenCacheTTL, principalCodec)}
 }
 
 // Authenticate returns the principal of token, or ErrUnauthenticated for an unknown, expired
@@ -181,4 +180,24 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 func FailedAuthentication(ctx context.Context) error {
 	err, _ := ctx.Value(authErrKey{}).(error)
 	return err
+}
+
+// principalCodec stores a principal in the token cache, which holds no pointers.
+var principalCodec = flatcache.Codec[*domain.Principal]{
+	Append: func(b []byte, p *domain.Principal) []byte {
+		for _, s := range []string{p.ID, p.TenantID, string(p.Kind), string(p.Role), p.Name,
+			string(p.ActorKind), p.ActorID, p.TokenID, p.TokenHash} {
+			b = flatcache.AppendString(b, s)
+		}
+		b = flatcache.AppendOptTime(b, p.ExpiresAt)
+		return flatcache.AppendTime(b, p.TokenIssuedAt)
+	},
+	Decode: func(r *flatcache.Reader) (*domain.Principal, bool) {
+		p := &domain.Principal{ID: r.String(), TenantID: r.String(), Kind: domain.PrincipalKind(r.String()),
+			Role: domain.Role(r.String()), Name: r.String(), ActorKind: domain.ActorKind(r.String()),
+			ActorID: r.String(), TokenID: r.String(), TokenHash: r.String()}
+		p.ExpiresAt = r.OptTime()
+		p.TokenIssuedAt = r.Time()
+		return p, !r.Failed()
+	},
 }
