@@ -28,8 +28,9 @@ type TokenStore interface {
 // takes a database read off every heartbeat, but a revoked token must be refused within a
 // second on every replica. So a cached entry is trusted only while the credential epoch was
 // read less than revocationWindow ago; the first request after that reads the epoch again
-// (one tiny read per replica, not per token) and drops the whole cache when it moved.
-// Expiry is checked on every hit.
+// (one tiny read per replica, not per token) and drops the whole cache when it moved. While
+// that read is under way, the other requests keep trusting the last one up to
+// revocationLimit. Expiry is checked on every hit.
 type Authenticator struct {
 	Tokens TokenStore
 	Now    func() time.Time
@@ -41,6 +42,8 @@ type Authenticator struct {
 	epochKnown bool
 	verified   atomic.Int64 // monotonic nanoseconds (since start) when the last epoch read began
 	start      time.Time
+	// since is the monotonic time since start (a test's clock can stand in for it).
+	since func() time.Duration
 }
 
 // Token cache bounds.
@@ -56,6 +59,13 @@ const (
 	// revocationWindow is how long an epoch read vouches for the cache. A revocation is
 	// refused at most this long (plus one epoch read) after it committed.
 	revocationWindow = 500 * time.Millisecond
+	// revocationLimit is how long the last epoch read vouches for the cache while another
+	// request is reading the epoch again. On a busy server that read can wait a while for a
+	// core or a connection, and without this every request meanwhile would read its token
+	// from the database: under overload those reads took 15% of the CPU, slowing the epoch
+	// read further (BENCHMARKS.md, "Shedding load"). Past the limit they do read it, so a
+	// revocation is still refused within a second.
+	revocationLimit = 900 * time.Millisecond
 	// LastUsedResolution is how coarse a token's last-used time is: it is written at most
 	// this often per token (and only for user tokens; agents' tokens are not stamped).
 	LastUsedResolution = time.Minute
@@ -63,8 +73,10 @@ const (
 
 // NewAuthenticator returns an Authenticator with its cache.
 func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
-	return &Authenticator{Tokens: tokens, Now: now, start: time.Now(),
+	a := &Authenticator{Tokens: tokens, Now: now, start: time.Now(),
 		cache: flatcache.New(tokenCacheBytes, tokenCacheTTL, principalCodec)}
+	a.since = func() time.Duration { return time.Since(a.start) }
+	return a
 }
 
 // Authenticate returns the principal of token, or ErrUnauthenticated for an unknown, expired
@@ -111,26 +123,31 @@ func (a *Authenticator) Forget() {
 	}
 }
 
-func (a *Authenticator) epochFresh() bool {
+func (a *Authenticator) epochFresh() bool { return a.verifiedWithin(revocationWindow) }
+
+// verifiedWithin reports whether the last epoch read that vouched for the cache began less
+// than d ago.
+func (a *Authenticator) verifiedWithin(d time.Duration) bool {
 	v := a.verified.Load()
-	return v != 0 && time.Since(a.start)-time.Duration(v) < revocationWindow
+	return v != 0 && a.since()-time.Duration(v) < d
 }
 
 // cacheTrusted reports whether cached entries may be used: the epoch was read recently, or
 // it is read now and has not moved. When it moved, the cache is emptied. When another
-// request is reading it, or the read fails, the caller asks the database instead.
+// request is reading it, the last read vouches up to revocationLimit; past that, or when the
+// read fails, the caller asks the database instead.
 func (a *Authenticator) cacheTrusted(ctx context.Context) bool {
 	if a.epochFresh() {
 		return true
 	}
 	if !a.epochMu.TryLock() {
-		return false
+		return a.verifiedWithin(revocationLimit)
 	}
 	defer a.epochMu.Unlock()
 	if a.epochFresh() {
 		return true
 	}
-	began := time.Since(a.start)
+	began := a.since()
 	epoch, err := a.Tokens.CredentialEpoch(ctx)
 	if err != nil {
 		return false

@@ -1,0 +1,97 @@
+package auth
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oneprotect/telemetry/internal/domain"
+)
+
+// epochStore is a TokenStore of one token whose epoch read can be held up.
+type epochStore struct {
+	hash        string
+	epoch       atomic.Int64
+	tokenReads  atomic.Int64
+	hold        chan struct{} // while open, CredentialEpoch waits for it to close
+	epochWaiter sync.WaitGroup
+}
+
+func (s *epochStore) TokenByHash(_ context.Context, hash string, _ time.Time) (*domain.Principal, *domain.APIToken, string, error) {
+	s.tokenReads.Add(1)
+	if hash != s.hash {
+		return nil, nil, "", nil
+	}
+	return &domain.Principal{ID: "p", TenantID: "t", Kind: domain.KindServiceAccount}, &domain.APIToken{ID: "tok"}, s.hash, nil
+}
+
+func (s *epochStore) CredentialEpoch(context.Context) (int64, error) {
+	if s.hold != nil {
+		s.epochWaiter.Done()
+		<-s.hold
+	}
+	return s.epoch.Load(), nil
+}
+
+func (s *epochStore) TouchAPIToken(context.Context, string, time.Time, time.Duration) error { return nil }
+
+// While one request re-reads the credential epoch, the others keep trusting the cache for a
+// while (no herd of token reads), until revocationLimit says the last read is too old; a
+// moved epoch still empties the cache.
+func TestEpochReadUnderWayKeepsTheCacheUntilTheLimit(t *testing.T) {
+	const token = "op_agent_test-token"
+	store := &epochStore{hash: HashToken(token)}
+	a := NewAuthenticator(store, time.Now)
+	var clock atomic.Int64
+	a.since = func() time.Duration { return time.Duration(clock.Load()) }
+	ctx := context.Background()
+	authenticate := func() {
+		t.Helper()
+		if _, err := a.Authenticate(ctx, token); err != nil {
+			t.Fatalf("authenticate: %v", err)
+		}
+	}
+
+	clock.Store(int64(time.Second))
+	authenticate() // reads the epoch, then the token, and caches it
+	authenticate()
+	if n := store.tokenReads.Load(); n != 1 {
+		t.Fatalf("%d token reads for a cached token, want 1", n)
+	}
+
+	// The window has passed: one request reads the epoch, and that read is held up.
+	clock.Add(int64(revocationWindow + time.Millisecond))
+	store.hold = make(chan struct{})
+	store.epochWaiter.Add(1)
+	done := make(chan struct{})
+	go func() { defer close(done); authenticate() }()
+	store.epochWaiter.Wait()
+	for range 10 {
+		authenticate()
+	}
+	if n := store.tokenReads.Load(); n != 1 {
+		t.Fatalf("%d token reads while the epoch was being read within the limit, want 1", n)
+	}
+	// Past the limit the cache vouches for nothing: every request reads its token.
+	clock.Store(int64(time.Second + revocationLimit))
+	authenticate()
+	if n := store.tokenReads.Load(); n != 2 {
+		t.Fatalf("%d token reads past the limit, want 2", n)
+	}
+	store.epoch.Add(1) // a revocation commits before the held read returns
+	close(store.hold)
+	<-done
+	// The held request saw the epoch move: it emptied the cache and read its token again.
+	if n := store.tokenReads.Load(); n != 3 {
+		t.Fatalf("%d token reads after the epoch moved, want 3 (the cached entry was used)", n)
+	}
+	store.hold = nil
+	clock.Add(int64(revocationLimit))
+	store.epoch.Add(1)
+	authenticate()
+	if n := store.tokenReads.Load(); n != 4 {
+		t.Fatalf("%d token reads after the epoch moved again, want 4", n)
+	}
+}
