@@ -117,23 +117,29 @@ func driveOpenLoop(ctx context.Context, cfg Config, agents []Agent, sum *Summary
 	var requests, errCount atomic.Uint64
 	var cursor atomic.Uint64
 	stats := make([]*openStats, cfg.Concurrency)
-	start := time.Now().Add(10 * time.Millisecond) // the workers are all started by then
-	deadline := start.Add(cfg.Duration)
-	stopProgress := progress(cfg, start, &requests, &errCount)
-
 	rawAddr := rawAddress(cfg.Server)
+	// The clock starts once every connection is open: a fleet's agents keep theirs alive from
+	// beat to beat, and opening them all within the first C/rate seconds would charge a
+	// connection storm that no fleet sends to the first arrivals.
+	var warm, started sync.WaitGroup
+	warm.Add(cfg.Concurrency)
+	started.Add(1)
+	var start, deadline time.Time
 	var wg sync.WaitGroup
 	for w := range cfg.Concurrency {
 		st := &openStats{workerStats: workerStats{status: map[int]uint64{}, gqlCodes: map[string]uint64{}}}
 		stats[w] = st
-		sched := newSchedule(start, cfg.Rate, cfg.Concurrency, w)
-		st.scheduled = sched.count(cfg.Duration)
 		wg.Go(func() {
 			idPrefix := run + "-" + strconv.Itoa(w) + "-"
 			var body, req []byte
 			var respBuf bytes.Buffer
 			raw := &rawConn{addr: rawAddr}
 			defer raw.close()
+			warmUp(ctx, cfg, raw, &respBuf)
+			warm.Done()
+			started.Wait()
+			sched := newSchedule(start, cfg.Rate, cfg.Concurrency, w)
+			st.scheduled = sched.count(cfg.Duration)
 			rng := mrand.New(mrand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
 			timer := time.NewTimer(time.Hour)
 			defer timer.Stop()
@@ -188,6 +194,11 @@ func driveOpenLoop(ctx context.Context, cfg Config, agents []Agent, sum *Summary
 			}
 		})
 	}
+	warm.Wait()
+	start = time.Now().Add(10 * time.Millisecond) // every worker is waiting for it by then
+	deadline = start.Add(cfg.Duration)
+	stopProgress := progress(cfg, start, &requests, &errCount)
+	started.Done()
 	wg.Wait()
 	elapsed := time.Since(start)
 	stopProgress()
@@ -218,6 +229,23 @@ func (t *target) appendBody(b []byte, idPrefix string, seq uint64) []byte {
 	b = append(b, t.suffix...)
 	b = strconv.AppendInt(b, t.uptime(), 10)
 	return append(b, t.tail...)
+}
+
+// warmUp opens a worker's connection before the clock starts, with a request that writes
+// nothing (GET /healthz); a failure is left for the first heartbeat to meet and count.
+func warmUp(ctx context.Context, cfg Config, raw *rawConn, buf *bytes.Buffer) {
+	if raw.addr != "" {
+		_, _ = raw.do([]byte("GET /healthz HTTP/1.1\r\nHost: "+raw.addr+"\r\nUser-Agent: oneprotect-loadgen\r\n\r\n"), buf)
+		return
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(cfg.Server, "/")+"/healthz", nil)
+	if err != nil {
+		return
+	}
+	if resp, err := cfg.HTTP.Do(req); err == nil {
+		_, _ = buf.ReadFrom(resp.Body)
+		resp.Body.Close()
+	}
 }
 
 // postHTTP posts one heartbeat through net/http (https://) and reads the answer into buf.

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -125,6 +126,9 @@ func TestOpenLoopAgainstTheService(t *testing.T) {
 func TestOpenLoopCountsWhatItCouldNotSend(t *testing.T) {
 	var calls atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			return // the connection opened before the clock starts
+		}
 		calls.Add(1)
 		time.Sleep(400 * time.Millisecond) // longer than the whole run
 		w.Header().Set("Retry-After", "1")
@@ -147,5 +151,36 @@ func TestOpenLoopCountsWhatItCouldNotSend(t *testing.T) {
 	}
 	if !strings.Contains(sum.Format(), "the rate was not held") {
 		t.Fatalf("the summary does not say the rate was not held:\n%s", sum.Format())
+	}
+}
+
+// Every connection is open before the first arrival is due: the clock does not charge the
+// first arrivals with a connection storm that a fleet of keep-alive agents never sends.
+func TestOpenLoopOpensItsConnectionsBeforeTheClock(t *testing.T) {
+	var conns, atFirst atomic.Int64
+	atFirst.Store(-1)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			atFirst.CompareAndSwap(-1, conns.Load())
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	const workers = 20
+	cfg := Config{Server: srv.URL, Agents: 1, Concurrency: workers, Rate: 200, Duration: 300 * time.Millisecond}
+	if err := cfg.check(); err != nil {
+		t.Fatal(err)
+	}
+	sum := &Summary{StatusCounts: map[string]uint64{}}
+	driveOpenLoop(context.Background(), cfg, []Agent{{ID: "a", Token: "t", Hostname: "h"}}, sum)
+	if sum.Requests == 0 || atFirst.Load() != workers || conns.Load() != workers {
+		t.Fatalf("%d heartbeats; %d connections open at the first, %d in all: want all %d open before it and kept",
+			sum.Requests, atFirst.Load(), conns.Load(), workers)
 	}
 }
