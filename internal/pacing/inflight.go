@@ -15,9 +15,14 @@ import (
 // The bound is two bounds. Max is a fixed most. Wait, when set, is a latency target: a count
 // alone cannot keep latency, because the admitted requests wait about count / throughput
 // (Little's law) and the throughput moves with the database, the machine and the fleet. So
-// while a queue stands (every request finished in the last window took over Wait/2, or
-// none finished while some were in flight: the writer is stalled), at most throughput x Wait
-// are admitted, never fewer than a floor. A burst that the server serves within the target
+// once a queue has stood for two windows in a row (every request finished in each took over
+// Wait/2, or none finished while some were in flight: the writer is stalled), at most
+// throughput x Wait are admitted, never fewer than a floor. One window is not enough: a
+// pause shorter than a window (a collection's mark phase, a WAL checkpoint) is over before
+// refusing would help, and a server at half its capacity should refuse nothing. The lower
+// bound holds until a window in which it refused nothing and no queue stood: while it holds,
+// requests finish near the target, so the quickest of them say nothing about the overload,
+// and letting the bound go on that alone refilled all of Max within a window. A burst that the server serves within the target
 // forms no standing queue (its requests finish fast), so it is not refused; the idea is CoDel's.
 // The target must be above a heartbeat's own latency on an idle server (a millisecond or two
 // here): with a database whose every commit takes longer, the bound would stay at what the
@@ -29,13 +34,16 @@ type InFlight struct {
 
 	limit atomic.Int64 // the bound in force: max, or lower while a queue stands
 
-	// The current window's completions and the shortest time in flight among them.
+	// The current window's completions, the shortest time in flight among them, and its
+	// refusals.
 	done     atomic.Int64
 	shortest atomic.Int64 // nanoseconds; window's start value: math.MaxInt64
+	refused  atomic.Int64
 
 	mu          sync.Mutex
 	windowStart atomic.Int64 // nanoseconds since base
 	throughput  float64      // completions per second, smoothed over windows
+	standing    int          // consecutive windows in which a queue stood
 	base        time.Time
 	now         func() time.Time
 }
@@ -78,6 +86,9 @@ func (f *InFlight) Acquire() (release func(), ok bool) {
 	for {
 		n := f.n.Load()
 		if n >= limit {
+			if f.wait > 0 {
+				f.refused.Add(1)
+			}
 			return nil, false
 		}
 		if f.n.CompareAndSwap(n, n+1) {
@@ -115,20 +126,25 @@ func (f *InFlight) roll(now time.Duration) {
 	if elapsed < Window {
 		return
 	}
-	done, shortest := f.done.Swap(0), f.shortest.Swap(maxNanos)
+	done, shortest, refused := f.done.Swap(0), f.shortest.Swap(maxNanos), f.refused.Swap(0)
 	rate := float64(done) / elapsed.Seconds()
 	if f.throughput == 0 || elapsed > 10*Window {
 		f.throughput = rate
 	} else {
 		f.throughput = 0.7*f.throughput + 0.3*rate
 	}
-	// A queue stands when even the quickest request took over half the target (the bound
-	// below holds latency near the target, so it stays engaged while the overload lasts).
-	// (A release between the two swaps above counts in this window's done but not in its
-	// shortest: a window with no shortest is not a standing queue.)
-	standing := (done > 0 && shortest != maxNanos && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0)
+	// A queue stands when even the quickest request took over half the target. (A release
+	// between the swaps above counts in this window's done but not in its shortest: a window
+	// with no shortest is not a standing queue.) A lowered bound holds while it refuses or a
+	// queue stands (the type's comment says why).
+	if (done > 0 && shortest != maxNanos && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0) {
+		f.standing++
+	} else {
+		f.standing = 0
+	}
+	engaged := f.limit.Load() < f.max
 	limit := f.max
-	if standing {
+	if f.standing >= 2 || (engaged && (refused > 0 || f.standing > 0)) {
 		// The last window's own rate as well as the smoothed one: a server that just became
 		// busy has a smoothed rate from its idle windows, far below what it can serve.
 		limit = min(f.max, max(Floor, int64(max(f.throughput, rate)*f.wait.Seconds())))

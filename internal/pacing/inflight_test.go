@@ -128,8 +128,9 @@ func p99(d []time.Duration) time.Duration {
 // The latency target: at three times what the server can finish, a fixed bound of 512 keeps
 // 512 requests queued (128 ms at 4,000/s), while the target keeps the accepted ones near 50 ms
 // and the server as busy as before; a fast burst on an idle server is admitted whole; a
-// stalled writer (nothing finished, some in flight) brings the bound down to the floor; once
-// requests are fast again the bound is the fixed one again.
+// writer stalled for two windows (nothing finished, some in flight) brings the bound down to
+// the floor, one window of it does not; the lowered bound holds while demand exceeds it; once
+// demand falls, the bound is the fixed one again.
 func TestInFlightLatencyTarget(t *testing.T) {
 	f, c := newClocked(512, 50*time.Millisecond)
 	if refused := serve(f, c, 500, time.Millisecond); refused != 0 || f.Limit() != 512 {
@@ -152,19 +153,45 @@ func TestInFlightLatencyTarget(t *testing.T) {
 		t.Fatalf("a standing queue at 4,000/s with a 50 ms target: bound %d, want about 200", l)
 	}
 
-	// A stalled writer: a window with requests in flight and none finished.
-	release, ok := f.Acquire()
-	if !ok {
-		t.Fatal("refused below the bound")
+	for range 3 {
+		serve(f, c, 10, time.Millisecond)
 	}
-	c.add(Window)
-	if r, ok := f.Acquire(); ok { // rolls the window
-		r()
+	if f.Limit() != 512 {
+		t.Fatalf("fast again: bound %d, want the fixed 512", f.Limit())
 	}
+
+	// A stalled writer: windows with requests in flight and none finished. One such window is
+	// a pause (a collection, a checkpoint) that refusing would not shorten: nothing changes.
+	// Two in a row are a stall, and the bound comes down to the floor.
+	var held []func()
+	hold := func() { // the window's first request, which rolls the window before it
+		t.Helper()
+		release, ok := f.Acquire()
+		if !ok {
+			t.Fatal("refused below the bound")
+		}
+		held = append(held, release)
+		c.add(Window)
+	}
+	hold()
+	hold()
+	if l := f.Limit(); l != 512 {
+		t.Fatalf("one stalled window: bound %d, want the fixed 512 still", l)
+	}
+	hold()
 	if l := f.Limit(); l > 200 || l < Floor {
-		t.Fatalf("a stall: bound %d, want between the floor %d and the throughput's", l, Floor)
+		t.Fatalf("two stalled windows: bound %d, want between the floor %d and the throughput's", l, Floor)
 	}
-	release()
+	for _, release := range held {
+		release()
+	}
+	// Lowered, the bound holds while it refuses, though the requests it admits are quick: a
+	// bound let go on their speed alone would admit all 512 again within a window.
+	for range 5 {
+		if refused := serve(f, c, 300, time.Millisecond); refused == 0 || f.Limit() == 512 {
+			t.Fatalf("demand over a lowered bound: %d refused, bound %d; want refusals and the bound kept", refused, f.Limit())
+		}
+	}
 	for range 3 {
 		serve(f, c, 10, time.Millisecond)
 	}
