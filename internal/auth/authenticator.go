@@ -48,7 +48,7 @@ type Authenticator struct {
 
 // Token cache bounds.
 const (
-	// tokenCacheBytes holds a million-agent fleet's tokens (an agent's entry takes about 330
+	// tokenCacheBytes holds a million-agent fleet's tokens (an agent's entry takes about 350
 	// bytes): at fleet scale every heartbeat comes from another agent, and a smaller cache
 	// would make most of them a database read. The memory is taken as entries arrive.
 	tokenCacheBytes = 512 << 20

@@ -35,7 +35,9 @@ func (s *epochStore) CredentialEpoch(context.Context) (int64, error) {
 	return s.epoch.Load(), nil
 }
 
-func (s *epochStore) TouchAPIToken(context.Context, string, time.Time, time.Duration) error { return nil }
+func (s *epochStore) TouchAPIToken(context.Context, string, time.Time, time.Duration) error {
+	return nil
+}
 
 // While one request re-reads the credential epoch, the others keep trusting the cache for a
 // while (no herd of token reads), until revocationLimit says the last read is too old; a

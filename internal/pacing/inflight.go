@@ -22,8 +22,9 @@ import (
 // refusing would help, and a server at half its capacity should refuse nothing. The lower
 // bound holds until a window in which it refused nothing and no queue stood: while it holds,
 // requests finish near the target, so the quickest of them say nothing about the overload,
-// and letting the bound go on that alone refilled all of Max within a window. A burst that the server serves within the target
-// forms no standing queue (its requests finish fast), so it is not refused; the idea is CoDel's.
+// and letting the bound go on that alone refilled all of Max within a window. A burst that
+// the server serves within the target forms no standing queue (its requests finish fast), so
+// it is not refused; the idea is CoDel's.
 // The target must be above a heartbeat's own latency on an idle server (a millisecond or two
 // here): with a database whose every commit takes longer, the bound would stay at what the
 // throughput serves within the target, and the throughput fall to the floor's.
