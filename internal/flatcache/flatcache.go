@@ -32,7 +32,7 @@ type Codec[V any] struct {
 type Cache[V any] struct {
 	c     *fastcache.Cache
 	ttl   time.Duration
-	now   func() time.Time
+	since func() time.Duration // monotonic: a step of the wall clock does not stretch the TTL
 	codec Codec[V]
 	bufs  sync.Pool
 }
@@ -40,8 +40,9 @@ type Cache[V any] struct {
 // New returns a cache of about maxBytes (keys, values and 12 bytes of each entry's own),
 // whose entries live at most ttl.
 func New[V any](maxBytes int, ttl time.Duration, codec Codec[V]) *Cache[V] {
-	return &Cache[V]{c: fastcache.New(maxBytes), ttl: ttl, now: time.Now, codec: codec,
-		bufs: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
+	base := time.Now()
+	return &Cache[V]{c: fastcache.New(maxBytes), ttl: ttl, since: func() time.Duration { return time.Since(base) },
+		codec: codec, bufs: sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}}
 }
 
 // Get returns the value of key, if it is held and younger than the TTL.
@@ -55,7 +56,7 @@ func (c *Cache[V]) Get(key string) (V, bool) {
 		return zero, false
 	}
 	stored := int64(binary.LittleEndian.Uint64(b))
-	if c.now().UnixNano()-stored > int64(c.ttl) {
+	if int64(c.since())-stored > int64(c.ttl) {
 		c.c.Del([]byte(key))
 		return zero, false
 	}
@@ -71,7 +72,7 @@ func (c *Cache[V]) Get(key string) (V, bool) {
 func (c *Cache[V]) Add(key string, v V) {
 	bp := c.bufs.Get().(*[]byte)
 	defer c.bufs.Put(bp)
-	b := binary.LittleEndian.AppendUint64((*bp)[:0], uint64(c.now().UnixNano()))
+	b := binary.LittleEndian.AppendUint64((*bp)[:0], uint64(c.since()))
 	b = c.codec.Append(b, v)
 	c.c.Set([]byte(key), b)
 	*bp = b[:0]
