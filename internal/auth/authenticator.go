@@ -41,6 +41,7 @@ type Authenticator struct {
 	epoch      int64
 	epochKnown bool
 	verified   atomic.Int64 // monotonic nanoseconds (since start) when the last epoch read began
+	purges     atomic.Uint64
 	start      time.Time
 	// since is the monotonic time since start (a test's clock can stand in for it).
 	since func() time.Duration
@@ -83,8 +84,10 @@ func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
 // or revoked one. A database failure is returned as is (the caller answers 503, not 401).
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain.Principal, error) {
 	hash := HashToken(token)
-	if a.cache != nil {
-		if p, ok := a.cache.Get(hash); ok && a.cacheTrusted(ctx) {
+	// Trust first, then read the cache: an entry read before a purge that the trust check
+	// made would be served though its epoch moved.
+	if a.cache != nil && a.cacheTrusted(ctx) {
+		if p, ok := a.cache.Get(hash); ok {
 			if p.ExpiresAt == nil || a.Now().Before(*p.ExpiresAt) {
 				return p, nil
 			}
@@ -97,6 +100,7 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 	if a.cache != nil && !a.epochFresh() {
 		a.cacheTrusted(ctx)
 	}
+	purges := a.purges.Load()
 	now := a.Now()
 	p, tok, stored, err := a.Tokens.TokenByHash(ctx, hash, now)
 	if err != nil {
@@ -112,6 +116,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 	}
 	if a.cache != nil && a.epochFresh() {
 		a.cache.Add(hash, p)
+		if a.purges.Load() != purges {
+			// The cache was emptied while the token was read: the read may predate the
+			// revocation that emptied it, so it must not outlive the purge.
+			a.cache.Remove(hash)
+		}
 	}
 	return p, nil
 }
@@ -119,8 +128,15 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 // Forget drops every cached token at once (this replica revoked one).
 func (a *Authenticator) Forget() {
 	if a.cache != nil {
-		a.cache.Purge()
+		a.purge()
 	}
+}
+
+// purge empties the cache, and counts it first so that a token read under way is not
+// cached after it (Authenticate).
+func (a *Authenticator) purge() {
+	a.purges.Add(1)
+	a.cache.Purge()
 }
 
 func (a *Authenticator) epochFresh() bool { return a.verifiedWithin(revocationWindow) }
@@ -155,7 +171,7 @@ func (a *Authenticator) cacheTrusted(ctx context.Context) bool {
 	moved := !a.epochKnown || epoch != a.epoch
 	if moved {
 		// Entries cached before the first read are vouched for by nothing: drop them too.
-		a.cache.Purge()
+		a.purge()
 		a.epoch, a.epochKnown = epoch, true
 	}
 	a.verified.Store(max(int64(began), 1))

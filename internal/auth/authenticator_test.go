@@ -17,12 +17,21 @@ type epochStore struct {
 	tokenReads  atomic.Int64
 	hold        chan struct{} // while open, CredentialEpoch waits for it to close
 	epochWaiter sync.WaitGroup
+	revoked     atomic.Bool
+	// While tokenHold is open, the next token read decides its answer, then waits for it.
+	tokenHold   chan struct{}
+	tokenWaiter sync.WaitGroup
 }
 
 func (s *epochStore) TokenByHash(_ context.Context, hash string, _ time.Time) (*domain.Principal, *domain.APIToken, string, error) {
 	s.tokenReads.Add(1)
-	if hash != s.hash {
+	if hash != s.hash || s.revoked.Load() {
 		return nil, nil, "", nil
+	}
+	if hold := s.tokenHold; hold != nil {
+		s.tokenHold = nil
+		s.tokenWaiter.Done()
+		<-hold
 	}
 	return &domain.Principal{ID: "p", TenantID: "t", Kind: domain.KindServiceAccount}, &domain.APIToken{ID: "tok"}, s.hash, nil
 }
@@ -95,5 +104,36 @@ func TestEpochReadUnderWayKeepsTheCacheUntilTheLimit(t *testing.T) {
 	authenticate()
 	if n := store.tokenReads.Load(); n != 4 {
 		t.Fatalf("%d token reads after the epoch moved again, want 4", n)
+	}
+}
+
+// A token read that began before a revocation and ends after the purge it caused must not be
+// cached: the token would stay trusted until the next revocation.
+func TestTokenReadUnderWayIsNotCachedAfterAPurge(t *testing.T) {
+	const token = "op_agent_revoked-token"
+	hold := make(chan struct{})
+	store := &epochStore{hash: HashToken(token), tokenHold: hold}
+	store.tokenWaiter.Add(1)
+	a := NewAuthenticator(store, time.Now)
+	var clock atomic.Int64
+	clock.Store(int64(time.Second))
+	a.since = func() time.Duration { return time.Duration(clock.Load()) }
+	ctx := context.Background()
+
+	first := make(chan error, 1)
+	go func() { _, err := a.Authenticate(ctx, token); first <- err }()
+	store.tokenWaiter.Wait() // the read found the token valid, and waits
+	store.revoked.Store(true)
+	store.epoch.Add(1)
+	clock.Add(int64(revocationWindow + time.Millisecond))
+	if _, err := a.Authenticate(ctx, "op_agent_another-token"); err == nil {
+		t.Fatal("an unknown token was accepted")
+	} // this request read the moved epoch and emptied the cache
+	close(hold)
+	if err := <-first; err != nil {
+		t.Fatalf("the read under way: %v (it began before the revocation)", err)
+	}
+	if _, err := a.Authenticate(ctx, token); err == nil {
+		t.Fatal("a revoked token was accepted from the cache: a read under way cached it after the purge")
 	}
 }

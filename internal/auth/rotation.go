@@ -9,6 +9,7 @@ const TokenCacheTTL = tokenCacheTTL
 // ForgetToken drops one token from this replica's cache, so that its next use reads it again.
 func (a *Authenticator) ForgetToken(hash string) {
 	if a.cache != nil {
+		a.purges.Add(1) // a read of it under way must not cache it again (Authenticate)
 		a.cache.Remove(hash)
 	}
 }
