@@ -20,9 +20,11 @@ import (
 // throughput x Wait are admitted, never fewer than a floor. One window is not enough: a
 // pause shorter than a window (a collection's mark phase, a WAL checkpoint) is over before
 // refusing would help, and a server at half its capacity should refuse nothing. The lower
-// bound holds until a window in which it refused nothing and no queue stood: while it holds,
-// requests finish near the target, so the quickest of them say nothing about the overload,
-// and letting the bound go on that alone refilled all of Max within a window. A burst that
+// bound holds until a window in which no queue stood and it either refused nothing or had
+// nothing in flight at some moment: while it holds, requests finish near the target, so the
+// quickest of them say nothing about the overload, and letting the bound go on that alone
+// refilled all of Max within a window; but a server that empties between bursts is not
+// overloaded, and holding the bound on its refusals alone kept it at the floor. A burst that
 // the server serves within the target forms no standing queue (its requests finish fast), so
 // it is not refused; the idea is CoDel's.
 // The target must be above a heartbeat's own latency on an idle server (a millisecond or two
@@ -40,6 +42,7 @@ type InFlight struct {
 	done     atomic.Int64
 	shortest atomic.Int64 // nanoseconds; window's start value: math.MaxInt64
 	refused  atomic.Int64
+	idle     atomic.Bool // nothing was in flight at some moment of the window
 
 	mu          sync.Mutex
 	windowStart atomic.Int64 // nanoseconds since base
@@ -100,9 +103,12 @@ func (f *InFlight) Acquire() (release func(), ok bool) {
 }
 
 func (f *InFlight) release(admitted time.Duration) {
-	f.n.Add(-1)
+	n := f.n.Add(-1)
 	if f.wait <= 0 {
 		return
+	}
+	if n == 0 {
+		f.idle.Store(true)
 	}
 	took := int64(f.since() - admitted)
 	f.done.Add(1)
@@ -127,7 +133,7 @@ func (f *InFlight) roll(now time.Duration) {
 	if elapsed < Window {
 		return
 	}
-	done, shortest, refused := f.done.Swap(0), f.shortest.Swap(maxNanos), f.refused.Swap(0)
+	done, shortest, refused, idle := f.done.Swap(0), f.shortest.Swap(maxNanos), f.refused.Swap(0), f.idle.Swap(false)
 	rate := float64(done) / elapsed.Seconds()
 	if f.throughput == 0 || elapsed > 10*Window {
 		f.throughput = rate
@@ -136,8 +142,10 @@ func (f *InFlight) roll(now time.Duration) {
 	}
 	// A queue stands when even the quickest request took over half the target. (A release
 	// between the swaps above counts in this window's done but not in its shortest: a window
-	// with no shortest is not a standing queue.) A lowered bound holds while it refuses or a
-	// queue stands (the type's comment says why).
+	// with no shortest is not a standing queue.) A lowered bound holds while a queue stands,
+	// or while it refuses and the server never ran out of work (the type's comment says why):
+	// bursts that it serves and then idles between are not an overload, whatever it refused
+	// of them.
 	if (done > 0 && shortest != maxNanos && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0) {
 		f.standing++
 	} else {
@@ -145,7 +153,7 @@ func (f *InFlight) roll(now time.Duration) {
 	}
 	engaged := f.limit.Load() < f.max
 	limit := f.max
-	if f.standing >= 2 || (engaged && (refused > 0 || f.standing > 0)) {
+	if f.standing >= 2 || (engaged && (f.standing > 0 || (refused > 0 && !idle))) {
 		// The last window's own rate as well as the smoothed one: a server that just became
 		// busy has a smoothed rate from its idle windows, far below what it can serve.
 		limit = min(f.max, max(Floor, int64(max(f.throughput, rate)*f.wait.Seconds())))
