@@ -21,7 +21,7 @@ import (
 // pause shorter than a window (a collection's mark phase, a WAL checkpoint) is over before
 // refusing would help, and a server at half its capacity should refuse nothing. The lower
 // bound holds until a window in which no queue stood and it either refused nothing or had
-// nothing in flight at some moment: while it holds, requests finish near the target, so the
+// nothing in flight for half the target: while it holds, requests finish near the target, so the
 // quickest of them say nothing about the overload, and letting the bound go on that alone
 // refilled all of Max within a window; but a server that empties between bursts is not
 // overloaded, and holding the bound on its refusals alone kept it at the floor. A burst that
@@ -42,7 +42,8 @@ type InFlight struct {
 	done     atomic.Int64
 	shortest atomic.Int64 // nanoseconds; window's start value: math.MaxInt64
 	refused  atomic.Int64
-	idle     atomic.Bool // nothing was in flight at some moment of the window
+	idle     atomic.Bool  // nothing was in flight for Wait/2 or more during the window
+	emptyAt  atomic.Int64 // nanoseconds since base when the last request in flight finished
 
 	mu          sync.Mutex
 	windowStart atomic.Int64 // nanoseconds since base
@@ -96,6 +97,9 @@ func (f *InFlight) Acquire() (release func(), ok bool) {
 			return nil, false
 		}
 		if f.n.CompareAndSwap(n, n+1) {
+			if n == 0 && f.wait > 0 && now-time.Duration(f.emptyAt.Load()) >= f.wait/2 {
+				f.idle.Store(true) // the server had nothing to do for a while: no overload
+			}
 			break
 		}
 	}
@@ -107,10 +111,11 @@ func (f *InFlight) release(admitted time.Duration) {
 	if f.wait <= 0 {
 		return
 	}
+	now := f.since()
 	if n == 0 {
-		f.idle.Store(true)
+		f.emptyAt.Store(int64(now))
 	}
-	took := int64(f.since() - admitted)
+	took := int64(now - admitted)
 	f.done.Add(1)
 	for {
 		s := f.shortest.Load()
@@ -134,6 +139,9 @@ func (f *InFlight) roll(now time.Duration) {
 		return
 	}
 	done, shortest, refused, idle := f.done.Swap(0), f.shortest.Swap(maxNanos), f.refused.Swap(0), f.idle.Swap(false)
+	if f.n.Load() == 0 && now-time.Duration(f.emptyAt.Load()) >= f.wait/2 {
+		idle = true // empty since well before this roll
+	}
 	rate := float64(done) / elapsed.Seconds()
 	if f.throughput == 0 || elapsed > 10*Window {
 		f.throughput = rate
@@ -143,9 +151,9 @@ func (f *InFlight) roll(now time.Duration) {
 	// A queue stands when even the quickest request took over half the target. (A release
 	// between the swaps above counts in this window's done but not in its shortest: a window
 	// with no shortest is not a standing queue.) A lowered bound holds while a queue stands,
-	// or while it refuses and the server never ran out of work (the type's comment says why):
-	// bursts that it serves and then idles between are not an overload, whatever it refused
-	// of them.
+	// or while it refuses and the server was never idle for half the target (the type's
+	// comment says why): bursts that it serves and then idles between are not an overload,
+	// whatever it refused of them, while a group commit that empties it for a moment is.
 	if (done > 0 && shortest != maxNanos && shortest > int64(f.wait/2)) || (done == 0 && f.n.Load() > 0) {
 		f.standing++
 	} else {
