@@ -222,7 +222,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(pacing.RateFlag{Rate: &agentRate}, "agent-rate-limit", "requests per agent, N/DURATION (429 rate_limited beyond it; 0: off)")
 	fs.Var(pacing.RateFlag{Rate: &enrollRate}, "enroll-rate-limit", "enrollments per source address, N/DURATION (429 rate_limited beyond it; 0: off)")
 	inFlight := fs.Int("max-heartbeats-in-flight", def.MaxHeartbeatsInFlight, "most heartbeats served at once; beyond it a heartbeat is answered 503 unavailable with Retry-After before its body is read (0: no bound but the write queue's)")
-	latencyTarget := fs.Duration("heartbeat-latency-target", def.HeartbeatLatencyTarget, "once heartbeats have queued for two 100 ms windows (the quickest of each took over half this), admit only what the recent throughput serves within it until a window refuses nothing (503 unavailable with Retry-After beyond; 0: --max-heartbeats-in-flight alone)")
+	latencyTarget := fs.Duration("heartbeat-latency-target", def.HeartbeatLatencyTarget, "once heartbeats have queued for two 100 ms windows (the quickest of each took over half this), admit only what the recent throughput serves within it until the queue and the overload are gone (503 unavailable with Retry-After beyond; 0: --max-heartbeats-in-flight alone)")
 	onConflict := def.OnIdentityConflict
 	fs.Var(&onConflict, "on-identity-conflict", "one agent credential seen from two live machines: flag (flag the identity for review) or refuse (also answer the newer machine 409 identity_conflict)")
 	if err := parse(fs, args); err != nil {
@@ -345,9 +345,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // tuneGC runs the collector a quarter as often as Go's default unless GOGC says otherwise. How
-// often it runs follows the allocation rate, and on a 2-core node each mark phase takes one of
-// the two cores (Go dedicates a quarter of GOMAXPROCS to it, rounded), so fewer collections
-// are fewer pauses. When the token and identity caches were on the heap (1.7 GiB live at a
+// often it runs follows the allocation rate, and each mark phase takes a quarter of the CPU
+// plus the assists of allocating goroutines, during which requests wait longer for a core (up
+// to 80 ms on a 2-core node in a trace), so fewer collections are fewer such windows. When the token and identity caches were on the heap (1.7 GiB live at a
 // million agents) this was also the collector's share of the CPU: 22% at Go's default, 14% at
 // 200, and 7,900 heartbeats/s at 400 against 6,200 at 200. The caches now live outside the heap
 // (internal/flatcache), so the live heap is small (about 50 MB at 50,000 agents: connection

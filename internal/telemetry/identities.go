@@ -22,7 +22,7 @@ type identityCache struct {
 }
 
 const (
-	// Sized for a million-agent fleet (an entry takes about 400 bytes), whose heartbeats each
+	// Sized for a million-agent fleet (an entry takes about 380 bytes), whose heartbeats each
 	// come from another agent, and kept longer than a heartbeat interval: a miss costs a
 	// database read before the write. The memory is taken as entries arrive.
 	identityCacheBytes = 640 << 20

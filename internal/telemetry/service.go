@@ -117,9 +117,10 @@ const DefaultMaxInFlight = 512
 
 // DefaultLatencyTarget is the default latency target of the heartbeats in flight. The
 // admitted heartbeats then wait about this long at the median, and their tail (writer stalls,
-// waits for a core) several times it: 20 ms kept an overloaded server's p99 near the 100 ms an
-// agent's heartbeat should take at most, where 50 ms let it reach 300 ms (BENCHMARKS.md,
-// "Shedding load").
+// waits for a core) several times it: at three times the sustainable rate on a 2-core node the
+// accepted p99 was 124-177 ms (367 ms with the fixed bound alone, 313 ms with a 50 ms target).
+// 10 ms held it at 59-99 ms but refused a tenth or more of loads that 20 ms served whole, and
+// sits too near a commit on a slow disk (BENCHMARKS.md, "Shedding load").
 const DefaultLatencyTarget = 20 * time.Millisecond
 
 // submit is Submit without the counter (metrics.go).
