@@ -76,8 +76,8 @@ func TestEpochReadUnderWayKeepsTheCacheUntilTheLimit(t *testing.T) {
 	clock.Add(int64(revocationWindow + time.Millisecond))
 	store.hold = make(chan struct{})
 	store.epochWaiter.Add(1)
-	done := make(chan struct{})
-	go func() { defer close(done); authenticate() }()
+	done := make(chan error, 1)
+	go func() { _, err := a.Authenticate(ctx, token); done <- err }()
 	store.epochWaiter.Wait()
 	for range 10 {
 		authenticate()
@@ -93,7 +93,9 @@ func TestEpochReadUnderWayKeepsTheCacheUntilTheLimit(t *testing.T) {
 	}
 	store.epoch.Add(1) // a revocation commits before the held read returns
 	close(store.hold)
-	<-done
+	if err := <-done; err != nil {
+		t.Fatalf("the request that read the epoch: %v", err)
+	}
 	// The held request saw the epoch move: it emptied the cache and read its token again.
 	if n := store.tokenReads.Load(); n != 3 {
 		t.Fatalf("%d token reads after the epoch moved, want 3 (the cached entry was used)", n)
