@@ -21,8 +21,8 @@ import (
 // pause shorter than a window (a collection's mark phase, a WAL checkpoint) is over before
 // refusing would help, and a server at half its capacity should refuse nothing. The lower
 // bound holds until a window in which no queue stood and it either refused nothing or had
-// nothing in flight for half the target: while it holds, requests finish near the target, so the
-// quickest of them say nothing about the overload, and letting the bound go on that alone
+// nothing in flight for half the target: while it holds, requests finish near the target, so
+// the quickest of them say nothing about the overload, and letting the bound go on that alone
 // refilled all of Max within a window; but a server that empties between bursts is not
 // overloaded, and holding the bound on its refusals alone kept it at the floor. A burst that
 // the server serves within the target forms no standing queue (its requests finish fast), so
