@@ -85,7 +85,9 @@ func NewAuthenticator(tokens TokenStore, now func() time.Time) *Authenticator {
 func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain.Principal, error) {
 	hash := HashToken(token)
 	// Trust first, then read the cache: an entry read before a purge that the trust check
-	// made would be served though its epoch moved.
+	// made would be served though its epoch moved. The check also reads the epoch before the
+	// token below, so that an entry cached then is vouched for by an epoch no newer than the
+	// state it was read in.
 	if a.cache != nil && a.cacheTrusted(ctx) {
 		if p, ok := a.cache.Get(hash); ok {
 			if p.ExpiresAt == nil || a.Now().Before(*p.ExpiresAt) {
@@ -94,11 +96,6 @@ func (a *Authenticator) Authenticate(ctx context.Context, token string) (*domain
 			a.cache.Remove(hash)
 			return nil, domain.ErrUnauthenticated
 		}
-	}
-	// Read the epoch before the token, so that an entry cached now is vouched for by an
-	// epoch no newer than the state it was read in.
-	if a.cache != nil && !a.epochFresh() {
-		a.cacheTrusted(ctx)
 	}
 	purges := a.purges.Load()
 	now := a.Now()
