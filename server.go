@@ -347,11 +347,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 // tuneGC runs the collector a quarter as often as Go's default unless GOGC says otherwise. How
 // often it runs follows the allocation rate, and each mark phase takes a quarter of the CPU
 // plus the assists of allocating goroutines, during which requests wait longer for a core (up
-// to 80 ms on a 2-core node in a trace), so fewer collections are fewer such windows. When the token and identity caches were on the heap (1.7 GiB live at a
-// million agents) this was also the collector's share of the CPU: 22% at Go's default, 14% at
-// 200, and 7,900 heartbeats/s at 400 against 6,200 at 200. The caches now live outside the heap
-// (internal/flatcache), so the live heap is small (about 50 MB at 50,000 agents: connection
-// buffers and goroutine stacks) and five times it is little memory.
+// to 80 ms on a 2-core node in a trace), so fewer collections are fewer such windows. When the
+// token and identity caches were on the heap (1.7 GiB live at a million agents) this was also
+// the collector's share of the CPU: 22% at Go's default, 14% at 200, and 7,900 heartbeats/s at
+// 400 against 6,200 at 200. The caches now live outside the heap (internal/flatcache), so the
+// live heap is small (about 50 MB at 50,000 agents: connection buffers and goroutine stacks)
+// and five times it is little memory.
 func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)

@@ -4,9 +4,9 @@
 # agent once, in order: the assets are created), then drives heartbeats from agents chosen
 # uniformly at random over the whole fleet with wrk, then the same load over a hot set of 1,000
 # of them, then both loads again from `oneprotect loadgen` (whose p99, unlike wrk's at a million
-# agents, is the server's). It prints, for each phase, req/s and p99 (and non-2xx), then the server's RSS and the
-# database growth per enrolled agent and per stored heartbeat (SQLite: the logical size a reader
-# sees, WAL not counted; PostgreSQL: pg_database_size).
+# agents, is the server's). It prints, for each phase, req/s and p99 (and non-2xx), then the
+# server's RSS and the database growth per enrolled agent and per stored heartbeat (SQLite: the
+# logical size a reader sees, WAL not counted; PostgreSQL: pg_database_size).
 #
 #   internal/tools/fleet-bench.sh [--db sqlite|postgres] [--agents 1000000] [--duration 30s]
 #                                 [--bin PATH] [--serve-flags "..."] [--profile FILE] [--state DIR]
